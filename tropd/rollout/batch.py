@@ -1,0 +1,86 @@
+"""RolloutBatch: sequences laid out for one forward pass of either model.
+
+Layout (the same for teacher scoring and the student forward):
+
+    input_ids_BL = [ left-padded prompt (P columns) | right-padded response (T columns) ]
+
+so response token t of every row sits at column P + t, and the logits that predict it at column
+P + t - 1. `response_mask_BT` marks real response tokens (EOS included, padding not).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Completion:
+    """One sampled response: token ids, behaviour log-probs, and which tokens the teacher wrote."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    behav_logp: list[float]
+    from_teacher: list[bool]
+    finished: bool = False  # ended with EOS (not cut by max_new_tokens)
+
+
+@dataclass
+class RolloutBatch:
+    input_ids_BL: torch.Tensor  # long (B, P+T)
+    attention_mask_BL: torch.Tensor  # long (B, P+T)
+    prompt_width: int  # P
+    response_mask_BT: torch.Tensor  # bool (B, T)
+    from_teacher_BT: torch.Tensor  # bool (B, T)
+    behav_logp_BT: torch.Tensor  # float (B, T)
+    prompt_index_B: torch.Tensor  # long (B,): which prompt of the step
+    meta: dict = field(default_factory=dict)  # prefix lengths etc. for logging
+
+    @property
+    def size(self) -> int:
+        return self.input_ids_BL.shape[0]
+
+    @property
+    def response_width(self) -> int:
+        return self.response_mask_BT.shape[1]
+
+    def position_ids_BL(self) -> torch.Tensor:
+        return (self.attention_mask_BL.cumsum(-1) - 1).clamp_min(0)
+
+    def select(self, idx: slice | torch.Tensor) -> RolloutBatch:
+        """Rows `idx` (a micro-batch); columns unchanged."""
+        return RolloutBatch(
+            self.input_ids_BL[idx], self.attention_mask_BL[idx], self.prompt_width,
+            self.response_mask_BT[idx], self.from_teacher_BT[idx], self.behav_logp_BT[idx],
+            self.prompt_index_B[idx], self.meta,
+        )
+
+    def to(self, device: torch.device) -> RolloutBatch:
+        return RolloutBatch(
+            self.input_ids_BL.to(device), self.attention_mask_BL.to(device), self.prompt_width,
+            self.response_mask_BT.to(device), self.from_teacher_BT.to(device),
+            self.behav_logp_BT.to(device), self.prompt_index_B.to(device), self.meta,
+        )
+
+
+def pack(completions: list[Completion], prompt_index: list[int], pad_id: int) -> RolloutBatch:
+    """Completions -> RolloutBatch (prompts left-padded, responses right-padded)."""
+    B = len(completions)
+    P = max(len(c.prompt_ids) for c in completions)
+    T = max(1, max(len(c.token_ids) for c in completions))
+    ids = torch.full((B, P + T), pad_id, dtype=torch.long)
+    att = torch.zeros((B, P + T), dtype=torch.long)
+    rmask = torch.zeros((B, T), dtype=torch.bool)
+    teach = torch.zeros((B, T), dtype=torch.bool)
+    behav = torch.zeros((B, T), dtype=torch.float32)
+    for i, c in enumerate(completions):
+        p, n = len(c.prompt_ids), len(c.token_ids)
+        ids[i, P - p : P] = torch.tensor(c.prompt_ids, dtype=torch.long)
+        att[i, P - p : P] = 1
+        if n:
+            ids[i, P : P + n] = torch.tensor(c.token_ids, dtype=torch.long)
+            att[i, P : P + n] = 1
+            rmask[i, :n] = True
+            teach[i, :n] = torch.tensor(c.from_teacher, dtype=torch.bool)
+            behav[i, :n] = torch.tensor(c.behav_logp, dtype=torch.float32)
+    return RolloutBatch(ids, att, P, rmask, teach, behav, torch.tensor(prompt_index, dtype=torch.long))

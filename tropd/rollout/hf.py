@@ -1,0 +1,135 @@
+"""HF transformers rollout backend: a KV-cached sampling loop over one or two models.
+
+Why not `model.generate`: distillation needs (a) a seed per sequence derived from (run seed, step,
+prompt, sample), so a sample does not depend on what else is in the batch, (b) the exact log-prob
+of each sampled token under the distribution it was drawn from (the behaviour policy), and (c) for
+TRB, a per-token blend of two models decoded in lock-step. `generate` offers none of the three;
+the loop below is the minimum that does, and `tropd bench` measures it against `generate`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from tropd.seeding import generator
+
+# combine(list of per-model log-probs (N, V)) -> log-probs to sample from (N, V)
+Combine = Callable[[list[torch.Tensor]], torch.Tensor]
+
+
+def _filter_top_p(logp_NV: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logp_NV
+    sorted_lp, idx = logp_NV.sort(-1, descending=True)
+    cum = sorted_lp.exp().cumsum(-1)
+    drop = cum - sorted_lp.exp() > top_p  # keep the smallest prefix with mass >= top_p
+    sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
+    out = torch.full_like(logp_NV, float("-inf")).scatter(-1, idx, sorted_lp)
+    return out.log_softmax(-1)
+
+
+def sample_rows(logp_NV: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    """One token per row by Gumbel-max with each row's own generator. (N,)"""
+    u = torch.stack([torch.rand(logp_NV.shape[-1], generator=g) for g in gens]).to(logp_NV.device)
+    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+    return (logp_NV.float() + gumbel).argmax(-1)
+
+
+@torch.no_grad()
+def decode(
+    models: list[torch.nn.Module],
+    prompts: list[list[int]],
+    max_new: list[int],
+    seeds: list[int],
+    eos_ids: set[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    combine: Combine | None = None,
+) -> list[tuple[list[int], list[float], bool]]:
+    """Sample continuations of `prompts`; returns (token ids, behaviour log-probs, finished) per row.
+
+    temperature 0 is greedy (log-probs then are those of the untempered distribution).
+    """
+    from transformers import DynamicCache
+
+    N = len(prompts)
+    if N == 0:
+        return []
+    device = next(models[0].parameters()).device
+    P = max(len(p) for p in prompts)
+    ids = torch.full((N, P), pad_id, dtype=torch.long)
+    att = torch.zeros((N, P), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        att[i, P - len(p):] = 1
+    ids, att = ids.to(device), att.to(device)
+    pos = (att.cumsum(-1) - 1).clamp_min(0)
+    caches = [DynamicCache() for _ in models]
+    gens = [generator(s) for s in seeds]
+    limit = torch.tensor(max_new, device=device)
+    out_tok = [[] for _ in range(N)]
+    out_lp = [[] for _ in range(N)]
+    done = limit <= 0
+    step_ids, step_pos = ids, pos
+    eos_t = torch.tensor(sorted(eos_ids), device=device)
+    for t in range(int(limit.max().item()) if N else 0):
+        logps = []
+        for m, cache in zip(models, caches):
+            logits = m(input_ids=step_ids, attention_mask=att, position_ids=step_pos,
+                       past_key_values=cache, use_cache=True).logits[:, -1].float()
+            logps.append(logits.log_softmax(-1))
+        lp = combine(logps) if combine else logps[0]
+        if temperature == 0:
+            tok = lp.argmax(-1)
+            lp_s = lp
+        else:
+            lp_s = lp if temperature == 1.0 else (lp / temperature).log_softmax(-1)
+            lp_s = _filter_top_p(lp_s, top_p)
+            tok = sample_rows(lp_s, gens)
+        tok_lp = lp_s.gather(-1, tok[:, None]).squeeze(-1)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tok_c, lp_c, done_c = tok.tolist(), tok_lp.tolist(), done.tolist()
+        for i in range(N):
+            if not done_c[i]:
+                out_tok[i].append(tok_c[i])
+                out_lp[i].append(lp_c[i])
+        done = done | torch.isin(tok, eos_t) | (t + 1 >= limit)
+        if bool(done.all()):
+            break
+        step_ids = tok[:, None]
+        att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
+        step_pos = step_pos[:, -1:] + 1
+    return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(N)]
+
+
+class HFBackend:
+    """Rollouts with the in-memory transformers models (CPU or GPU); weights are shared, no sync."""
+
+    name = "hf"
+
+    def __init__(self, student, teacher, eos_ids: set[int], pad_id: int):
+        self.student, self.teacher = student, teacher
+        self.eos_ids, self.pad_id = eos_ids, pad_id
+
+    def sample(self, role: str, prompts, max_new, seeds, temperature=1.0, top_p=1.0):
+        model = self.student if role == "student" else self.teacher
+        was_training = model.training
+        model.eval()
+        try:
+            return decode([model], prompts, max_new, seeds, self.eos_ids, self.pad_id, temperature, top_p)
+        finally:
+            model.train(was_training)
+
+    def sample_blend(self, prompts, max_new, seeds, combine: Combine, temperature=1.0, top_p=1.0):
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            return decode([self.student, self.teacher], prompts, max_new, seeds, self.eos_ids,
+                          self.pad_id, temperature, top_p, combine=combine)
+        finally:
+            self.student.train(was_training)
+
+    def sync_weights(self, student) -> None:
+        """The HF backend samples from the trained module itself: nothing to copy."""

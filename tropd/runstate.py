@@ -1,0 +1,152 @@
+"""Run-directory bookkeeping for `tropd.train`: optimizer set-up, the final save, summaries, and the
+two-stage schedule of methods that declare `stage1_frac` (ERPD).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tropd.config import REPO_ROOT, TrainConfig
+from tropd.io import atomic_write_json
+
+
+def make_optimizer(model, tc: TrainConfig):
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2),
+                            weight_decay=tc.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        frac = (step - tc.warmup_steps) / max(tc.steps - tc.warmup_steps, 1)
+        if tc.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        if tc.lr_schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def peak_mem_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def read_summary(out: Path) -> dict | None:
+    p = out / "summary.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        return None
+
+
+def truncate_metrics(path: Path, start: int) -> None:
+    """Drop metric lines of steps >= start (written after the checkpoint we resume from)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
+    from tropd.io import atomic_write_text
+
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def finish(out: Path, model, tok, summary: dict) -> None:
+    """Save the student folder atomically, then summary.json (its presence marks the run done)."""
+    tmp = out / ".student.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out / "student", ignore_errors=True)
+    tmp.rename(out / "student")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them
+    atomic_write_json(out / "summary.json", summary)
+
+
+class Stage2:
+    """No second stage (every method but ERPD)."""
+
+    @staticmethod
+    def maybe(params, steps: int, out: Path, model, teacher):
+        frac = getattr(params, "stage1_frac", None)
+        return TwoStage(frac, steps, out, model) if frac is not None else Stage2()
+
+    def on_step(self, step, teacher, optimizer, scheduler):
+        return teacher
+
+    def on_resume(self, start, teacher):
+        return teacher
+
+    def fixed_rollout(self, step):
+        return None
+
+    def remember_rollout(self, step, batch) -> None:
+        pass
+
+
+class TwoStage(Stage2):
+    """ERPD (baselines/erpd.py): stage 1 optimises on the rollouts of step 0, reused unchanged for
+    `stage1_frac` of the steps; at the switch the stage-1 policy becomes the frozen teacher, the
+    student is reset to its base weights and its optimizer state cleared.
+    """
+
+    def __init__(self, frac: float, steps: int, out: Path, model):
+        self.s1 = int(round(frac * steps))
+        self.out, self.model = out, model
+        self.base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.fixed = None
+
+    def fixed_rollout(self, step):
+        if step >= self.s1 or step == 0:
+            return None
+        if self.fixed is None:
+            self.fixed = torch.load(self.out / "erpd_rollout.pt", weights_only=False)
+        return self.fixed
+
+    def remember_rollout(self, step, batch) -> None:
+        if step == 0 and self.s1 > 0:
+            self.fixed = batch
+            torch.save(batch, self.out / "erpd_rollout.pt")
+
+    def _extreme(self):
+        m = copy.deepcopy(self.model)
+        m.requires_grad_(False)
+        m.eval()
+        return m
+
+    def on_step(self, step, teacher, optimizer, scheduler):
+        if step != self.s1 or self.s1 == 0:
+            return teacher
+        extreme = self._extreme()
+        torch.save(extreme.state_dict(), self.out / "erpd_stage1.pt")
+        self.model.load_state_dict(self.base)
+        optimizer.state.clear()
+        return extreme
+
+    def on_resume(self, start, teacher):
+        if start <= self.s1 or self.s1 == 0:
+            return teacher
+        extreme = self._extreme()
+        extreme.load_state_dict(torch.load(self.out / "erpd_stage1.pt", weights_only=True))
+        # Stage-2 student weights were restored from the checkpoint; the base stays the original.
+        return extreme

@@ -1,0 +1,95 @@
+"""Teacher scoring and the student forward, in chunks along the sequence.
+
+Both run the transformer backbone once over the whole batch and then apply the LM head chunk by
+chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
+log-probs at the teacher's top-k ids, and the entropy. A (B, T, V) tensor exists only for methods
+that declare `full_logits` (GKD). For the student each chunk runs under activation checkpointing,
+so its (B, chunk, V) logits are freed after the forward and recomputed in backward: peak memory
+grows with B*T*K plus one chunk's B*chunk*V, not with B*T*V.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from tropd.rollout.batch import RolloutBatch
+
+
+def _hidden_and_head(model, batch: RolloutBatch):
+    """Final hidden states at the positions predicting response tokens, and the LM head. (B, T, D)"""
+    out = model.get_decoder()(
+        input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL,
+        position_ids=batch.position_ids_BL(), use_cache=False,
+    )
+    h_BLD = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    P, T = batch.prompt_width, batch.response_width
+    head = model.get_output_embeddings()
+    return h_BLD[:, P - 1 : P - 1 + T], head
+
+
+def _chunk_stats(h_BcD, weight_VD, bias_V, tgt_Bc, ids_BcK, want_logits: bool):
+    logp_BcV = F.linear(h_BcD, weight_VD, bias_V).float().log_softmax(-1)
+    tok_Bc = logp_BcV.gather(-1, tgt_Bc[..., None]).squeeze(-1)
+    topk_BcK = logp_BcV.gather(-1, ids_BcK) if ids_BcK is not None else None
+    with torch.no_grad():
+        ent_Bc = -(logp_BcV.exp() * logp_BcV).sum(-1)
+    return tok_Bc, topk_BcK, ent_Bc, (logp_BcV if want_logits else None)
+
+
+def _targets(batch: RolloutBatch) -> torch.Tensor:
+    P = batch.prompt_width
+    return batch.input_ids_BL[:, P : P + batch.response_width]
+
+
+@torch.no_grad()
+def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logits: bool = False) -> dict:
+    """Teacher log-prob of each sampled token, top-k (ids, log-probs), entropy; (B, T[, K]) each."""
+    h_BTD, head = _hidden_and_head(teacher, batch)
+    tgt_BT = _targets(batch)
+    k = min(topk, head.weight.shape[0])
+    tok, ids, lps, ent, full = [], [], [], [], []
+    for s in range(0, h_BTD.shape[1], chunk):
+        logp_BcV = head(h_BTD[:, s : s + chunk]).float().log_softmax(-1)
+        tok.append(logp_BcV.gather(-1, tgt_BT[:, s : s + chunk, None]).squeeze(-1))
+        v, i = logp_BcV.topk(k, dim=-1)
+        lps.append(v)
+        ids.append(i)
+        ent.append(-(logp_BcV.exp() * logp_BcV).sum(-1))
+        if full_logits:
+            full.append(logp_BcV)
+    out = {
+        "teacher_logp_BT": torch.cat(tok, 1),
+        "teacher_topk_ids_BTK": torch.cat(ids, 1),
+        "teacher_topk_logp_BTK": torch.cat(lps, 1),
+        "teacher_entropy_BT": torch.cat(ent, 1),
+    }
+    if full_logits:
+        out["teacher_logits_BTV"] = torch.cat(full, 1)
+    return out
+
+
+def student_forward(student, batch: RolloutBatch, topk_ids_BTK: torch.Tensor | None, chunk: int,
+                    full_logits: bool = False) -> dict:
+    """Student log-probs (with grad) of sampled tokens and at the teacher's top-k ids; entropy."""
+    h_BTD, head = _hidden_and_head(student, batch)
+    tgt_BT = _targets(batch)
+    bias = getattr(head, "bias", None)
+    tok, topk, ent, full = [], [], [], []
+    for s in range(0, h_BTD.shape[1], chunk):
+        ids = topk_ids_BTK[:, s : s + chunk] if topk_ids_BTK is not None else None
+        args = (h_BTD[:, s : s + chunk], head.weight, bias, tgt_BT[:, s : s + chunk], ids, full_logits)
+        if torch.is_grad_enabled() and not full_logits:
+            t, k, e, f = checkpoint(_chunk_stats, *args, use_reentrant=False)
+        else:
+            t, k, e, f = _chunk_stats(*args)
+        tok.append(t)
+        topk.append(k)
+        ent.append(e)
+        full.append(f)
+    out = {"logp_BT": torch.cat(tok, 1), "student_entropy_BT": torch.cat(ent, 1)}
+    if topk_ids_BTK is not None:
+        out["student_topk_logp_BTK"] = torch.cat(topk, 1)
+    if full_logits:
+        out["student_logits_BTV"] = torch.cat(full, 1)
+    return out

@@ -1,0 +1,200 @@
+"""The training loop, one function read top to bottom: rollout, score, loss, reduce, step, log,
+checkpoint.
+
+    tropd train --config configs/tiny.yaml --method tropd --seed 0 --out results/tiny/runs/tropd/seed0
+
+Outputs in DIR: metrics.jsonl (one line a step), config.resolved.yaml, checkpoints/, student/ (the
+final weights as a transformers folder; the last good ones if the run diverged) and summary.json,
+written last. Rerunning on an existing DIR resumes from its newest valid checkpoint; on a finished
+DIR it exits at once. A run that diverges (non-finite loss or gradient, or a sampled reverse KL past
+`train.divergence_rkl`) stops cleanly and is recorded as `diverged` with its step: a result, not a
+crash.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tropd import checkpoint as ckpt
+from tropd.config import RunConfig, config_hash, dump_yaml, load_config
+from tropd.data import load_prompts
+from tropd.errors import UserError
+from tropd.io import atomic_write_json, atomic_write_text
+from tropd.models import load_model, load_tokenizer
+from tropd.reduce import masked_mean, reduce_loss, step_denominator
+from tropd.registry import StepContext, TokenStats, get_method
+from tropd.rollout import collect, make_backend, rollout_kind
+from tropd.runstate import (
+    Stage2, code_version, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
+)
+from tropd.scoring import student_forward, teacher_score
+from tropd.seeding import generator
+
+
+def train(cfg: RunConfig, out: Path, log=print) -> dict:
+    """Distil the student with `cfg.method`; returns the summary written to out/summary.json."""
+    from accelerate import Accelerator
+
+    t_start = time.time()
+    method = get_method(cfg.method.name)
+    params = method.parse_params(cfg.method.params)
+    kind = rollout_kind(method, params)
+    tc = cfg.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    torch.manual_seed(cfg.seed)
+
+    # -- models and data (all checks before anything is written into `out`) --
+    tok = load_tokenizer(cfg.student)
+    prompts = load_prompts(cfg, tok)
+    student = load_model(cfg.student, "student", trainable=True)
+    teacher = load_model(cfg.teacher, "teacher")
+    if tc.gradient_checkpointing:
+        student.gradient_checkpointing_enable()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
+    optimizer, scheduler = make_optimizer(student, tc)
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    model = accelerator.unwrap_model(student)
+    backend = make_backend(tc.backend, model, teacher, tok)
+    pad_id = tok.pad_token_id
+    stage2 = Stage2.maybe(params, tc.steps, out, model, teacher)
+
+    # -- run directory: resume from the newest valid checkpoint --
+    resolved = out / "config.resolved.yaml"
+    if resolved.is_file() and resolved.read_text() != dump_yaml(cfg):
+        raise UserError(f"{out} holds a run with another config ({resolved} differs); use a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
+    start, totals = 0, {"tokens_generated": 0, "teacher_tokens_scored": 0}
+    last = ckpt.latest(out / "checkpoints", log=log)
+    if last is not None:
+        state = ckpt.load(last, model, optimizer, scheduler)
+        start, totals = state["step"], state["totals"]
+        log(f"resuming {out} from step {start}")
+        teacher = stage2.on_resume(start, teacher)
+    truncate_metrics(out / "metrics.jsonl", start)
+
+    status, diverged_step = "finished", None
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"{cfg.method.name} s{cfg.seed}",
+               dynamic_ncols=True, mininterval=1.0)
+    for step in bar:
+        teacher = stage2.on_step(step, teacher, optimizer, scheduler)
+        times: dict[str, float] = {}
+
+        # 1. rollout: the behaviour policy writes completions.
+        t0 = time.perf_counter()
+        idx = prompts.indices(step, tc.prompts_per_step)
+        batch = stage2.fixed_rollout(step) or collect(
+            kind, backend, [prompts.prompt_tokens[i] for i in idx],
+            [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, params,
+            step=step, total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
+            temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id,
+        )
+        stage2.remember_rollout(step, batch)
+        times["time_rollout"] = time.perf_counter() - t0
+        batch = batch.to(accelerator.device)
+        mask_all = batch.response_mask_BT
+        n_gen = int((mask_all & ~batch.from_teacher_BT).sum())
+        totals["tokens_generated"] += int(mask_all.sum())
+        totals["teacher_tokens_scored"] += int(mask_all.sum())
+        denom = step_denominator(mask_all, tc.loss_norm)
+
+        # 2-4. per micro-batch: teacher scoring, student forward, method loss, shared reduction.
+        sums: dict[str, list[float]] = {}
+        loss_total, t_score, t_fwd = 0.0, 0.0, 0.0
+        ctx = StepContext(step, tc.steps, generator(cfg.seed, step, "method"))
+        for mb in range(0, batch.size, tc.micro_batch):
+            micro = batch.select(slice(mb, mb + tc.micro_batch))
+            t0 = time.perf_counter()
+            scored = teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
+            t_score += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stud = student_forward(student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size,
+                                   "full_logits" in method.needs)
+            s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
+                           behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
+            res = method.fn(s, params, ctx)
+            loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
+            accelerator.backward(loss)
+            t_fwd += time.perf_counter() - t0
+            loss_total += float(loss.detach())
+            on_policy = s.mask_BT & ~s.from_teacher_BT
+            _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy)
+            _acc(sums, "student_entropy", s.student_entropy_BT, s.mask_BT)
+            _acc(sums, "teacher_entropy", s.teacher_entropy_BT, s.mask_BT)
+            for key, val in res.metrics.items():
+                if val.dim() == 0:
+                    _acc(sums, key, val.reshape(1, 1), torch.ones(1, 1, dtype=torch.bool))
+                else:
+                    _acc(sums, key, val, s.mask_BT & res.metric_masks.get(key, s.mask_BT))
+        times["time_score"], times["time_fwd_bwd"] = t_score, t_fwd
+
+        # 5. step: clip, divergence check, optimizer.
+        t0 = time.perf_counter()
+        grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf")))
+        rkl = sums["rkl"][0] / max(sums["rkl"][1], 1.0)
+        if not (math.isfinite(loss_total) and math.isfinite(grad_norm)) or rkl > tc.divergence_rkl:
+            status, diverged_step = "diverged", step
+            optimizer.zero_grad(set_to_none=True)
+            log(f"diverged at step {step}: loss={loss_total} grad_norm={grad_norm} rkl={rkl:.3g}")
+            break
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        backend.sync_weights(model)
+        times["time_optim"] = time.perf_counter() - t0
+
+        # 6. log and checkpoint.
+        t0 = time.perf_counter()
+        if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
+            ckpt.save(out / "checkpoints", step + 1, model, optimizer, scheduler,
+                      {"totals": totals}, tc.keep_checkpoints)
+        times["time_ckpt"] = time.perf_counter() - t0
+        resp_len = float(mask_all.sum(-1).float().mean())
+        line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                "response_len": resp_len, "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
+                **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        bar.set_postfix(loss=f"{loss_total:.3f}", rkl=f"{rkl:.3f}", tok_s=f"{line['tokens_per_s']:.0f}")
+    bar.close()
+
+    summary = {
+        "status": status, "diverged_step": diverged_step, "method": cfg.method.name, "seed": cfg.seed,
+        "steps_done": diverged_step if diverged_step is not None else tc.steps,
+        "wall_s": time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
+        "code_version": code_version(), "backend": backend.name, **totals,
+    }
+    finish(out, model, tok, summary)
+    return summary
+
+
+def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tensor) -> None:
+    if val_BT is None:
+        return
+    s, n = masked_mean(val_BT, mask_BT.to(val_BT.device))
+    a = sums.setdefault(key, [0.0, 0.0])
+    a[0] += s
+    a[1] += n
+
+
+def train_main(args) -> int:
+    overrides = [f"seed={args.seed}", *args.overrides]
+    cfg = load_config(args.config, method=args.method, overrides=overrides)
+    out = Path(args.out)
+    done = read_summary(out)
+    if done is not None:
+        if done.get("config_hash") != config_hash(cfg):
+            raise UserError(f"{out} holds a run with another config (hash {done.get('config_hash')} != "
+                            f"{config_hash(cfg)}); use a new --out")
+        print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
+        return 0
+    summary = train(cfg, out)
+    print(json.dumps(summary))
+    return 0
