@@ -64,6 +64,9 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, ke
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "tied": tied, **extra}, indent=2))
+    from tropd.faults import fault_point
+
+    fault_point("checkpoint-write", step)  # a kill here leaves only the hidden temp folder
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / MANIFEST).write_text(json.dumps({"step": step, "sha256": files}, indent=2))
     for p in tmp.iterdir():

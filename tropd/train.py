@@ -24,8 +24,10 @@ from tropd import checkpoint as ckpt
 from tropd.config import RunConfig, config_hash, dump_yaml, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
+from tropd.faults import fault_point
 from tropd.io import atomic_write_json, atomic_write_text
 from tropd.models import load_model, load_tokenizer
+from tropd.preflight import check_tokenizers
 from tropd.reduce import masked_mean, reduce_loss, step_denominator
 from tropd.registry import StepContext, TokenStats, get_method
 from tropd.rollout import collect, make_backend, rollout_kind
@@ -51,6 +53,7 @@ def train(cfg: RunConfig, out: Path, log=print) -> dict:
 
     # -- models and data (all checks before anything is written into `out`) --
     tok = load_tokenizer(cfg.student)
+    check_tokenizers(load_tokenizer(cfg.teacher), tok)
     prompts = load_prompts(cfg, tok)
     student = load_model(cfg.student, "student", trainable=True)
     teacher = load_model(cfg.teacher, "teacher")
@@ -89,6 +92,7 @@ def train(cfg: RunConfig, out: Path, log=print) -> dict:
 
         # 1. rollout: the behaviour policy writes completions.
         t0 = time.perf_counter()
+        fault_point("rollout", step)
         idx = prompts.indices(step, tc.prompts_per_step)
         batch = stage2.fixed_rollout(step) or collect(
             kind, backend, [prompts.prompt_tokens[i] for i in idx],
@@ -153,6 +157,7 @@ def train(cfg: RunConfig, out: Path, log=print) -> dict:
         # 6. log and checkpoint.
         t0 = time.perf_counter()
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
+            fault_point("checkpoint", step + 1)
             ckpt.save(out / "checkpoints", step + 1, model, optimizer, scheduler,
                       {"totals": totals}, tc.keep_checkpoints)
         times["time_ckpt"] = time.perf_counter() - t0

@@ -1,0 +1,136 @@
+"""The training loop end to end on random tiny models: outputs, resume after SIGKILL (bitwise),
+bad input refused before any work, finished runs not redone."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tropd import checkpoint as ckpt
+
+CLI = [sys.executable, "-m", "tropd.cli"]
+
+
+def run_cli(*args, env=None, check=False) -> subprocess.CompletedProcess:
+    e = dict(os.environ, **(env or {}))
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=e, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stderr[-2000:])
+    return p
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "student" / "model.safetensors")
+
+
+def test_train_writes_outputs_and_skips_finished(tiny_profile, tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(6))
+    for key in ("loss", "rkl", "grad_norm", "student_entropy", "response_len", "tokens_per_s",
+                "time_rollout", "time_score", "time_fwd_bwd", "time_optim"):
+        assert key in lines[0], key
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps_done"] == 6
+    assert (out / "student" / "config.json").is_file() and (out / "config.resolved.yaml").is_file()
+    mtime = (out / "summary.json").stat().st_mtime_ns
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    assert "nothing to do" in again.stdout
+    assert (out / "summary.json").stat().st_mtime_ns == mtime
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_profile, tmp_path_factory) -> Path:
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", ref, check=True)
+    return ref
+
+
+@pytest.mark.parametrize("fault", ["kill@rollout:3", "kill@checkpoint:4", "kill@checkpoint-write:2"])
+def test_sigkill_then_resume_is_bitwise_identical(tiny_profile, reference_run, tmp_path, fault):
+    ref, cut = reference_run, tmp_path / "cut"
+    killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut,
+                     env={"TROPD_FAULT": fault})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    assert not (cut / "summary.json").exists()
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut, check=True)
+    a, b = weights(ref), weights(cut)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "metrics.jsonl").read_text().count("\n") == (cut / "metrics.jsonl").read_text().count("\n")
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tiny_profile, tmp_path):
+    cut = tmp_path / "cut"
+    killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "2", "--out", cut,
+                     env={"TROPD_FAULT": "kill@rollout:5"})
+    assert killed.returncode == -9
+    valid = ckpt.list_valid(cut / "checkpoints")
+    assert [p.name for p in valid][-2:] == ["step_000002", "step_000004"]
+    with open(valid[-1] / "model.safetensors", "r+b") as f:  # flip bytes: a torn write
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    logs: list[str] = []
+    assert ckpt.latest(cut / "checkpoints", log=logs.append) == valid[-2]
+    assert "failed its checksum" in logs[0]
+
+
+def _bad(tiny_profile: Path, tmp_path: Path, edit) -> Path:
+    cfg = yaml.safe_load(tiny_profile.read_text())
+    edit(cfg)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.mark.parametrize("case,edit,extra,expect", [
+    ("unknown key", lambda c: c["train"].update(stepz=3), [], "unknown config key 'train.stepz'"),
+    ("wrong type", lambda c: c["train"].update(lr="fast"), [], "train.lr"),
+    ("out of range", lambda c: c["train"].update(steps=0), [], "train.steps"),
+    ("unknown method", lambda c: None, ["--method", "nosuch"], "unknown method 'nosuch'"),
+    ("missing data", lambda c: c["paths"].update(data="/nonexistent/data"), [], "is not prepared"),
+])
+def test_bad_input_is_one_line_error_and_writes_nothing(tiny_profile, tmp_path, case, edit, extra, expect):
+    cfg = _bad(tiny_profile, tmp_path, edit)
+    out = tmp_path / "never"
+    args = ["train", "--config", cfg, "--seed", "0", "--out", out]
+    args += extra or ["--method", "opd"]
+    p = run_cli(*args)
+    assert p.returncode == 2, p.stderr[-1000:]
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], p.stderr
+    assert not out.exists()
+
+
+def test_vocabulary_mismatch_is_refused(tiny_profile, tmp_path):
+    from transformers import AutoTokenizer
+
+    cfg = yaml.safe_load(tiny_profile.read_text())
+    other = tmp_path / "teacher2"
+    shutil.copytree(cfg["teacher"]["path"], other)
+    tok = AutoTokenizer.from_pretrained(other)
+    tok.add_tokens(["<extra>"])
+    tok.save_pretrained(other)
+    cfg["teacher"]["path"] = str(other)
+    p = tmp_path / "mismatch.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "never"
+    r = run_cli("train", "--config", p, "--method", "opd", "--seed", "0", "--out", out)
+    assert r.returncode == 2 and "vocabularies differ" in r.stderr and not out.exists()
+    r = run_cli("preflight", "--config", p)
+    assert r.returncode == 2 and "vocabularies differ" in r.stderr.strip().splitlines()[-1]
+
+
+def test_preflight_passes_on_shared_tokenizer(tiny_profile, tmp_path):
+    r = run_cli("preflight", "--config", tiny_profile, "--out", tmp_path / "pf.json", check=True)
+    rep = json.loads((tmp_path / "pf.json").read_text())
+    assert rep["ok"] and rep["self_kl_max_abs"] < 1e-5 and "preflight ok" in r.stdout
