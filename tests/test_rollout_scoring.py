@@ -112,3 +112,17 @@ def test_chunked_student_forward_matches_naive(models):
     assert torch.allclose(out["logp_BT"], tok, atol=1e-5)
     assert torch.allclose(out["student_topk_logp_BTK"], top, atol=1e-5)
     assert all(torch.allclose(a, c, atol=1e-5, rtol=1e-4) for a, c in zip(g_chunk, g_naive))
+
+
+def test_sampler_matches_distribution_and_is_batch_independent():
+    from tropd.rollout.hf import sample_rows
+
+    p = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    n = 20000
+    toks = sample_rows(p.log().expand(n, 4), torch.arange(n), t=0)
+    freq = torch.bincount(toks, minlength=4).double() / n
+    se = (p * (1 - p) / n).sqrt()
+    assert freq[1] == 0 and ((freq - p).abs() <= 5 * se + 1e-12).all()
+    one = sample_rows(p.log().expand(1, 4), torch.tensor([123]), t=7)
+    many = sample_rows(p.log().expand(3, 4), torch.tensor([5, 123, 9]), t=7)
+    assert one[0] == many[1]

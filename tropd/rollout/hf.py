@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 
-from tropd.seeding import generator
 
 # combine(list of per-model log-probs (N, V)) -> log-probs to sample from (N, V)
 Combine = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -29,11 +28,39 @@ def _filter_top_p(logp_NV: torch.Tensor, top_p: float) -> torch.Tensor:
     return out.log_softmax(-1)
 
 
-def sample_rows(logp_NV: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-    """One token per row by Gumbel-max with each row's own generator. (N,)"""
-    u = torch.stack([torch.rand(logp_NV.shape[-1], generator=g) for g in gens]).to(logp_NV.device)
-    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
-    return (logp_NV.float() + gumbel).argmax(-1)
+_M64 = (1 << 64) - 1
+
+
+def _to_signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN, _MIX1, _MIX2 = (_to_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def uniform_rows(seeds_N: torch.Tensor, t: int) -> torch.Tensor:
+    """One uniform in [0, 1) per row, a pure function of (row seed, position t): splitmix64."""
+    z = seeds_N * 1_000_003 + t + _GOLDEN  # int64 arithmetic wraps around, as splitmix64 wants
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() / float(1 << 53)
+
+
+def sample_rows(logp_NV: torch.Tensor, seeds_N: torch.Tensor, t: int) -> torch.Tensor:
+    """Inverse-CDF sampling, one token per row, with each row's own uniform. (N,)
+
+    A sample depends only on the row's seed, the position and its distribution, never on the
+    rest of the batch; one uniform per row keeps the cost at one cumsum over the vocabulary.
+    """
+    cdf_NV = logp_NV.double().exp().cumsum(-1)
+    u_N1 = (uniform_rows(seeds_N, t) * cdf_NV[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf_NV, u_N1, right=True).squeeze(-1).clamp_max(logp_NV.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -67,7 +94,7 @@ def decode(
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
     caches = [DynamicCache() for _ in models]
-    gens = [generator(s) for s in seeds]
+    seeds_N = torch.tensor([_to_signed(x & _M64) for x in seeds], dtype=torch.long, device=device)
     limit = torch.tensor(max_new, device=device)
     out_tok = [[] for _ in range(N)]
     out_lp = [[] for _ in range(N)]
@@ -87,7 +114,7 @@ def decode(
         else:
             lp_s = lp if temperature == 1.0 else (lp / temperature).log_softmax(-1)
             lp_s = _filter_top_p(lp_s, top_p)
-            tok = sample_rows(lp_s, gens)
+            tok = sample_rows(lp_s, seeds_N, t)
         tok_lp = lp_s.gather(-1, tok[:, None]).squeeze(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tok_c, lp_c, done_c = tok.tolist(), tok_lp.tolist(), done.tolist()
