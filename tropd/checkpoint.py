@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tropd.io import reraise_io
+
 MANIFEST = "manifest.json"
 
 
@@ -39,13 +41,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int) -> Path:
-    """Write checkpoint `step` atomically; keep only the newest `keep`."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / f"step_{step:06d}"
-    tmp = ckpt_dir / f".tmp_step_{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+def _write(tmp: Path, step: int, model, optimizer, scheduler, extra: dict) -> None:
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # Tied weights share storage; safetensors refuses duplicates, so keep one name per storage.
     seen: dict[int, str] = {}
@@ -57,7 +53,10 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, ke
             del state[k]
         else:
             seen[ptr] = k
-    save_file(state, tmp / "model.safetensors")
+    try:
+        save_file(state, tmp / "model.safetensors")
+    except Exception as e:  # safetensors wraps I/O errors (ENOSPC, EACCES) in its own type
+        reraise_io(e)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
@@ -72,6 +71,20 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, ke
     for p in tmp.iterdir():
         with open(p, "rb") as f:
             os.fsync(f.fileno())
+
+
+def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int) -> Path:
+    """Write checkpoint `step` atomically; keep only the newest `keep`."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"step_{step:06d}"
+    tmp = ckpt_dir / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write(tmp, step, model, optimizer, scheduler, extra)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written checkpoint behind
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(ckpt_dir)

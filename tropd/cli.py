@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserError) as e:
         print(f"tropd {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable output, full disk: name the file, keep it one line
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"tropd {args.cmd}: error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Fault injection for the reliability tests: `TROPD_FAULT=kill@<phase>:<step>` makes the training
-process SIGKILL itself when it reaches that phase of that step (phases: rollout, checkpoint).
-Without the variable this is a no-op, and it is read once per call so tests can set it per run.
+"""Fault injection for the reliability tests, through the environment (a no-op without it):
+
+- `TROPD_FAULT=kill@<phase>:<step>`: the training process SIGKILLs itself when it reaches that
+  phase of that step (phases: rollout, checkpoint, checkpoint-write);
+- `TROPD_FAULT=nan@loss:<step>`: the loss of that step becomes NaN (a diverging method).
 """
 from __future__ import annotations
 
@@ -16,3 +18,11 @@ def fault_point(phase: str, step: int) -> None:
     f_phase, _, f_step = where.partition(":")
     if action == "kill" and f_phase == phase and int(f_step) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def poison(value, phase: str, step: int):
+    """`value` times NaN when TROPD_FAULT=nan@<phase>:<step>, else `value` unchanged."""
+    spec = os.environ.get("TROPD_FAULT", "")
+    if spec == f"nan@{phase}:{step}":
+        return value * float("nan")
+    return value

@@ -57,3 +57,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise UserError(f"{path}:{i}: expected a JSON object")
             rows.append(row)
     return rows
+
+
+def reraise_io(e: Exception) -> None:
+    """Re-raise a library's wrapped I/O failure (safetensors: '... (os error 28)') as OSError."""
+    msg = str(e)
+    if "os error" in msg:
+        raise OSError(msg.rsplit(": ", 1)[-1].split(" (os error")[0]) from None
+    raise e

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tropd.config import REPO_ROOT, TrainConfig
-from tropd.io import atomic_write_json
+from tropd.io import atomic_write_json, reraise_io
 
 
 def make_optimizer(model, tc: TrainConfig):
@@ -75,8 +75,12 @@ def finish(out: Path, model, tok, summary: dict) -> None:
     """Save the student folder atomically, then summary.json (its presence marks the run done)."""
     tmp = out / ".student.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reraise_io(e)
     shutil.rmtree(out / "student", ignore_errors=True)
     tmp.rename(out / "student")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tropd import checkpoint as ckpt
 from tropd.config import RunConfig, config_hash, dump_yaml, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
-from tropd.faults import fault_point
+from tropd.faults import fault_point, poison
 from tropd.io import atomic_write_json, atomic_write_text
 from tropd.models import load_model, load_tokenizer
 from tropd.preflight import check_tokenizers
@@ -38,7 +39,11 @@ from tropd.scoring import student_forward, teacher_score
 from tropd.seeding import generator
 
 
-def train(cfg: RunConfig, out: Path, log=print) -> dict:
+def _log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     """Distil the student with `cfg.method`; returns the summary written to out/summary.json."""
     from accelerate import Accelerator
 
@@ -124,6 +129,7 @@ def train(cfg: RunConfig, out: Path, log=print) -> dict:
             s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
                            behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
             res = method.fn(s, params, ctx)
+            res.loss_BT = poison(res.loss_BT, "loss", step)
             loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
             accelerator.backward(loss)
             t_fwd += time.perf_counter() - t0

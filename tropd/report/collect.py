@@ -1,0 +1,166 @@
+"""Read a profile's result files (eval summaries, run summaries, metrics) for the tables and plots.
+
+Layout (written by the workflow; see workflow/Snakefile):
+    <results>/evals/{row}/seed{seed}/{task}.json   row = a method preset, "teacher" or "student"
+    <results>/runs/{method}/seed{seed}/summary.json, metrics.jsonl, config.resolved.yaml
+
+A table row averages seeds, so all of a row's files must come from one configuration. Each file
+carries a config hash; a run's hash covers its seed too, so runs are compared by the hash of their
+resolved config with the seed set to 0 (the summary's own hash when the folder has no resolved
+config). Two files of one row that disagree stop the aggregation with a one-line error naming both:
+a table must never quietly average an old result with a new one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tropd.errors import UserError
+from tropd.io import read_jsonl
+
+REFERENCES = ("teacher", "student")
+
+
+@dataclass
+class EvalResult:
+    path: Path
+    row: str
+    seed: int
+    task: str
+    domain: str
+    value: float  # headline metric, a fraction in [0, 1]
+    config_hash: str | None
+    code_version: str | None
+
+
+@dataclass
+class RunResult:
+    path: Path  # the run folder
+    method: str
+    seed: int
+    summary: dict
+    row_hash: str | None  # seed-independent config hash (see module docstring)
+
+    @property
+    def diverged_step(self) -> int | None:
+        return self.summary.get("diverged_step") if self.summary.get("status") == "diverged" else None
+
+    def metrics(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        return read_jsonl(path) if path.is_file() else []
+
+
+@dataclass
+class Results:
+    methods: list[str]
+    seeds: list[int]
+    tasks: list[str]
+    evals: dict[tuple[str, int, str], EvalResult] = field(default_factory=dict)  # (row, seed, task)
+    runs: dict[tuple[str, int], RunResult] = field(default_factory=dict)  # (method, seed)
+    domains: dict[str, str] = field(default_factory=dict)  # task -> domain
+
+    @property
+    def rows(self) -> list[str]:
+        return [*self.methods, *REFERENCES]
+
+    def eval_hash(self, row: str) -> str | None:
+        hashes = {e.config_hash for (r, _, _), e in self.evals.items() if r == row and e.config_hash}
+        return next(iter(hashes), None)
+
+    def run_hash(self, row: str) -> str | None:
+        hashes = {r.row_hash for (m, _), r in self.runs.items() if m == row and r.row_hash}
+        return next(iter(hashes), None)
+
+    def code_versions(self) -> list[str]:
+        found = {e.code_version for e in self.evals.values()}
+        found |= {r.summary.get("code_version") for r in self.runs.values()}
+        return sorted(v for v in found if v)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_eval(path: Path, row: str, seed: int, task: str) -> EvalResult:
+    d = _read_json(path)
+    try:
+        primary = d["primary"]
+        value = float(d["metrics"][primary]["mean"])
+        domain = str(d["domain"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: not an eval summary (needs domain, primary and metrics[primary].mean)") from None
+    if d.get("task", task) != task:
+        raise UserError(f"{path}: holds task {d['task']!r}, expected {task!r}")
+    return EvalResult(path, row, seed, task, domain, value, d.get("config_hash"), d.get("code_version"))
+
+
+def seedless_hash(run_dir: Path, summary: dict) -> str | None:
+    """Hash of the run's resolved config with the seed set to 0 (runs of one row share it)."""
+    resolved = run_dir / "config.resolved.yaml"
+    if not resolved.is_file():
+        return summary.get("config_hash")
+    from tropd.config import ConfigError, RunConfig, build, config_hash
+
+    try:
+        data = yaml.safe_load(resolved.read_text()) or {}
+        data["seed"] = 0
+        return config_hash(build(RunConfig, data))
+    except (yaml.YAMLError, ConfigError, TypeError) as e:
+        raise UserError(f"{resolved}: unreadable resolved config ({str(e).splitlines()[0]})") from None
+
+
+def read_run(run_dir: Path, method: str, seed: int) -> RunResult:
+    path = run_dir / "summary.json"
+    s = _read_json(path)
+    if s.get("status") not in ("finished", "diverged"):
+        raise UserError(f"{path}: status must be 'finished' or 'diverged', got {s.get('status')!r}")
+    if "seed" in s and s["seed"] != seed:
+        raise UserError(f"{path}: holds seed {s['seed']}, expected {seed} from its folder name")
+    return RunResult(run_dir, method, seed, s, seedless_hash(run_dir, s))
+
+
+def _check_one_config(row: str, items: list[tuple[Path, str | None]], what: str) -> None:
+    """All files of a row must name one config hash (files without a hash are not compared)."""
+    first: dict[str, Path] = {}
+    for path, h in items:
+        if h is None:
+            continue
+        first.setdefault(h, path)
+        if len(first) > 1:
+            (h1, p1), (h2, p2) = list(first.items())[:2]
+            raise UserError(f"row {row!r} mixes {what} configs: {p1} has config hash {h1} but {p2} has {h2}; "
+                            f"rerun or delete the stale result")
+
+
+def load_results(results_dir: Path, methods: list[str], seeds: list[int], tasks: list[str]) -> Results:
+    """Every result file the profile's workflow writes that exists; missing ones are left out."""
+    res = Results(list(methods), list(seeds), list(tasks))
+    for row in res.rows:
+        for seed in seeds:
+            for task in tasks:
+                path = results_dir / "evals" / row / f"seed{seed}" / f"{task}.json"
+                if path.is_file():
+                    e = read_eval(path, row, seed, task)
+                    known = res.domains.setdefault(task, e.domain)
+                    if known != e.domain:
+                        raise UserError(f"{path}: task {task} has domain {e.domain!r} here but {known!r} elsewhere")
+                    res.evals[(row, seed, task)] = e
+            if row in methods:
+                run_dir = results_dir / "runs" / row / f"seed{seed}"
+                if (run_dir / "summary.json").is_file():
+                    res.runs[(row, seed)] = read_run(run_dir, row, seed)
+        _check_one_config(row, [(e.path, e.config_hash) for (r, _, _), e in res.evals.items() if r == row], "eval")
+        _check_one_config(row, [(r.path / "summary.json", r.row_hash) for (m, _), r in res.runs.items() if m == row],
+                          "training")
+    if not res.evals:
+        raise UserError(f"no eval summaries under {results_dir / 'evals'}; run the workflow (snakemake) first")
+    return res

@@ -1,0 +1,175 @@
+"""The paper's tables as data: Table 4 (main: methods x benchmarks, domain averages, cost) and
+Table 5 (ablation: outlier objective x guidance).
+
+A `Table` is a list of rows, each a dict of `Cell`s keyed by column; tropd.report.render turns it
+into Markdown, CSV and LaTeX. Every score cell is a mean over seeds with a 95% bootstrap interval
+(tropd.report.stats); averages are taken per seed first (over the benchmarks of a domain, or over
+all benchmarks, as the paper's Avg), then bootstrapped over seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tropd.report.collect import Results
+from tropd.report.stats import Estimate, bootstrap
+
+METHOD_LABELS = {
+    "opd": "OPD", "tropd": "TrOPD", "tropd_mask": "TrOPD Mask (+guidance)",
+    "tropd_clip": "TrOPD Clip (+guidance)", "mask_outlier": "Mask Outlier", "clip_outlier": "Clip Outlier",
+    "fkl_outlier": "FKL Outlier", "topk_fkl": "Top-k FKL", "jsd": "JSD", "entropy_opd": "Entropy OPD",
+    "eopd": "EOPD", "reopold": "REOPOLD", "reopold_two_stage": "REOPOLD (two-stage)", "trb": "TRB",
+    "gkd": "GKD", "seqkd": "SeqKD", "erpd": "ERPD",
+    "teacher": "Teacher", "student": "Student (untrained)",
+}
+TASK_LABELS = {
+    "tiny_math": "Math (syn.)", "tiny_code": "Code (syn.)", "tiny_instruct": "Instruct (syn.)",
+    "gsm8k": "GSM8K", "math500": "MATH-500", "humaneval_plus": "HumanEval+", "mbpp_plus": "MBPP+",
+    "ifeval": "IFEval", "mmlu": "MMLU", "aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23",
+    "gpqa_diamond": "GPQA-D", "mmlu_redux": "MMLU-Redux", "ifbench": "IFBench", "lcb_v6": "LCB v6",
+}
+DOMAIN_ORDER = ["math", "code", "general", "instruct"]
+# Table 5: preset -> (what the objective does on outlier tokens, teacher-prefix guidance)
+ABLATION = {
+    "opd": ("log r (OPD)", "no"), "mask_outlier": ("0 (mask)", "no"), "clip_outlier": ("τ (clip)", "no"),
+    "topk_fkl": ("top-k FKL, all tokens", "no"), "fkl_outlier": ("top-k FKL", "no"),
+    "tropd_mask": ("0 (mask)", "yes"), "tropd_clip": ("τ (clip)", "yes"), "tropd": ("top-k FKL", "yes"),
+}
+COST = [  # column key, label, summary key, unit formatter
+    ("tokens_generated", "Tokens gen.", "tokens_generated", "count"),
+    ("teacher_tokens_scored", "Teacher tok.", "teacher_tokens_scored", "count"),
+    ("train_time", "Train time", "wall_s", "seconds"),
+    ("peak_mem", "Peak mem.", "peak_mem_mb", "mb"),
+]
+
+
+def label(name: str) -> str:
+    return METHOD_LABELS.get(name, name)
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    kind: str  # "text" | "task" | "domain" | "overall" | "cost"
+    unit: str = "percent"  # "percent" | "count" | "seconds" | "mb" | "text"
+
+
+@dataclass
+class Cell:
+    est: Estimate | None = None
+    text: str | None = None  # fixed text (descriptor columns); else formatted from est
+    note: str = ""  # appended in parentheses, e.g. "diverged at step 37 in 1/3 seeds"
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+    run_hash: str | None = None
+    eval_hash: str | None = None
+    diverged: list[tuple[int, int]] = field(default_factory=list)  # (seed, step)
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    rows: list[Row]
+    n_seeds: int  # seeds configured (cells with fewer say n=...)
+    notes: list[str] = field(default_factory=list)
+    provenance: str = ""
+
+
+def _per_seed(res: Results, row: str, tasks: list[str]) -> list[float]:
+    """Mean over `tasks` for every seed that has all of them."""
+    vals = []
+    for seed in res.seeds:
+        got = [res.evals.get((row, seed, t)) for t in tasks]
+        if all(got):
+            vals.append(sum(e.value for e in got) / len(got))
+    return vals
+
+
+def score_columns(res: Results) -> list[Column]:
+    """Benchmarks, then the average of each domain with two or more of them, then the overall Avg."""
+    cols = [Column(t, TASK_LABELS.get(t, t), "task") for t in res.tasks]
+    by_domain = domain_tasks(res)
+    for d, ts in by_domain.items():
+        if len(ts) > 1:
+            cols.append(Column(f"avg_{d}", f"{d.capitalize()} avg", "domain"))
+    if len(res.tasks) > 1:
+        cols.append(Column("avg", "Avg", "overall"))
+    return cols
+
+
+def domain_tasks(res: Results) -> dict[str, list[str]]:
+    found = {res.domains[t] for t in res.tasks if t in res.domains}
+    order = [d for d in DOMAIN_ORDER if d in found] + sorted(found - set(DOMAIN_ORDER))
+    return {d: [t for t in res.tasks if res.domains.get(t) == d] for d in order}
+
+
+def score_cells(res: Results, row: str) -> dict[str, Cell]:
+    by_domain = domain_tasks(res)
+    cells = {t: Cell(bootstrap(_per_seed(res, row, [t]))) for t in res.tasks}
+    for d, ts in by_domain.items():
+        if len(ts) > 1:
+            cells[f"avg_{d}"] = Cell(bootstrap(_per_seed(res, row, ts)))
+    if len(res.tasks) > 1:
+        cells["avg"] = Cell(bootstrap(_per_seed(res, row, res.tasks)))
+    return cells
+
+
+def _diverged(res: Results, method: str) -> list[tuple[int, int]]:
+    return [(s, r.diverged_step) for (m, s), r in sorted(res.runs.items())
+            if m == method and r.diverged_step is not None]
+
+
+def diverged_note(diverged: list[tuple[int, int]], n_runs: int) -> str:
+    if not diverged:
+        return ""
+    steps = ", ".join(str(step) for _, step in diverged)
+    word = "step" if len(diverged) == 1 else "steps"
+    return f"diverged at {word} {steps} in {len(diverged)}/{n_runs} seeds"
+
+
+def _row(res: Results, key: str, with_cost: bool) -> Row:
+    row = Row(key, label(key), score_cells(res, key), res.run_hash(key), res.eval_hash(key))
+    if key in res.methods:
+        row.diverged = _diverged(res, key)
+        n_runs = sum(1 for (m, _) in res.runs if m == key)
+        last = list(row.cells)[-1]  # the overall average (or the only benchmark)
+        row.cells[last].note = diverged_note(row.diverged, n_runs)
+        if with_cost:
+            for col, _, skey, _ in COST:
+                vals = [float(r.summary[skey]) for (m, _), r in res.runs.items() if m == key and skey in r.summary]
+                row.cells[col] = Cell(bootstrap(vals))
+    return row
+
+
+def main_table(res: Results) -> Table:
+    cols = [Column("method", "Method", "text", "text"), *score_columns(res)]
+    cols += [Column(c, lab, "cost", unit) for c, lab, _, unit in COST]
+    rows = [_row(res, k, with_cost=True) for k in ("student", "teacher", *res.methods)]
+    for r in rows:
+        r.cells["method"] = Cell(text=r.label)
+    notes = [f"Scores in %: mean ± half-width of the 95% bootstrap CI over seeds (n={len(res.seeds)} "
+             "unless marked); cost columns: mean over seeds."]
+    if any(r.diverged for r in rows):
+        notes.append("Diverged runs are scored at their last good weights.")
+    return Table("main", cols, rows, len(res.seeds), notes)
+
+
+def ablation_table(res: Results) -> Table:
+    cols = [Column("method", "Method", "text", "text"), Column("outlier", "Outlier objective", "text", "text"),
+            Column("guidance", "Guidance", "text", "text"), *score_columns(res)]
+    rows = []
+    for key in ("student", *[m for m in ABLATION if m in res.methods]):
+        r = _row(res, key, with_cost=False)
+        outlier, guidance = ABLATION.get(key, ("–", "–"))
+        r.cells.update(method=Cell(text=r.label), outlier=Cell(text=outlier), guidance=Cell(text=guidance))
+        rows.append(r)
+    notes = ["Rows: the ablation presets that were run (" + ", ".join(ABLATION) + "); cells as in the main table."]
+    if len(rows) == 1:
+        notes.append("None of the ablation presets is in workflow.methods of this profile.")
+    return Table("ablation", cols, rows, len(res.seeds), notes)
