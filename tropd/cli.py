@@ -37,13 +37,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="generate with a model and score a task")
     _add_config(p)
     p.add_argument("--model", required=True, help="HF model folder")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True,
+                   help="task, or comma-separated tasks scored with one model load (--out then needs {task})")
     p.add_argument("--k", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="summary JSON (samples go beside it)")
+    p.add_argument("--out", required=True,
+                   help="summary JSON (samples go beside it); may contain {task}")
 
     p = sub.add_parser("score", help="score generations from a JSONL file")
     _add_config(p)

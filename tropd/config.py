@@ -46,17 +46,19 @@ class TinyPrepare:
     kind: Literal["tiny"] = "tiny"
     n_train: int = 2000  # prompts per domain for SFT / distillation
     n_test: int = 100  # held-out items per domain
-    mismatch: float = 0.7  # share of the student's SFT answers written in the other style
+    mismatch: float = 0.5  # share of the student's SFT answers written in the other style
     teacher_hidden: int = 128
     teacher_layers: int = 2
-    teacher_steps: int = 1500
+    teacher_steps: int = 600
     student_hidden: int = 96
     student_layers: int = 2
-    student_steps: int = 400
+    student_steps: int = 500
     sft_batch: int = 64
     sft_lr: float = 3e-3
-    max_len: int = 96  # longest SFT sequence (prompt + answer) in tokens
+    max_len: int = 112  # longest SFT sequence (prompt + answer) in tokens
     domains: list[str] = field(default_factory=lambda: ["math", "code", "instruct"])
+    math_weight: int = 2  # math items repeat this often in SFT (arithmetic facts need the most practice)
+    num_threads: int = 0  # torch threads while preparing; 0 = min(2, cores); 1 on a busy machine
 
 
 @dataclass
@@ -145,6 +147,31 @@ class WorkflowConfig:
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
     threads_train: int = 1
+    # one eval job per model and seed scoring every task (start-up paid once: small CPU profiles),
+    # or one per task (parallel jobs for long GPU evaluations)
+    eval_jobs: Literal["per_model", "per_task"] = "per_model"
+
+
+@dataclass
+class VLLMConfig:
+    """vLLM rollout engines (`train.backend: vllm`, the `gpu` extra; tropd/rollout/vllm.py)."""
+
+    gpu_memory_utilization: float = 0.3  # student engine's share of its GPU (training shares the GPU)
+    teacher_gpu_memory_utilization: float = 0.3  # teacher engine, built only if a method samples pi_T
+    tensor_parallel_size: int = 1
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # true skips CUDA-graph capture: faster start, slower decoding
+    enable_prefix_caching: bool = True  # reset after every weight sync, so never stale
+    sleep: bool = False  # release the KV cache while the trainer runs (vLLM sleep mode)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM argument
+
+    def __post_init_check__(self) -> None:
+        for key in ("gpu_memory_utilization", "teacher_gpu_memory_utilization"):
+            v = getattr(self, key)
+            if not 0 < v <= 1:
+                raise ConfigError(f"vllm.{key}: must be in (0, 1], got {v}")
+        if self.tensor_parallel_size < 1 or self.max_model_len < 0:
+            raise ConfigError("vllm: tensor_parallel_size must be >= 1 and max_model_len >= 0")
 
 
 @dataclass
@@ -159,6 +186,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def resolve(self, rel: str) -> Path:
         """A path from the config, relative to the repository root unless absolute."""
@@ -354,6 +382,20 @@ def config_hash(cfg: RunConfig) -> str:
     d["train"].pop("keep_checkpoints", None)
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """The git commit of the code that produced a result (short sha, "-dirty" with local edits)."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def dump_yaml(cfg: RunConfig) -> str:

@@ -8,12 +8,11 @@ import json
 import math
 import resource
 import shutil
-import subprocess
 from pathlib import Path
 
 import torch
 
-from tropd.config import REPO_ROOT, TrainConfig
+from tropd.config import TrainConfig
 from tropd.io import atomic_write_json, reraise_io
 
 
@@ -32,17 +31,6 @@ def make_optimizer(model, tc: TrainConfig):
         return 1.0
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def code_version() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def peak_mem_mb() -> float:

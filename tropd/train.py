@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from tropd import checkpoint as ckpt
-from tropd.config import RunConfig, config_hash, dump_yaml, load_config
+from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison
@@ -33,7 +33,7 @@ from tropd.reduce import masked_mean, reduce_loss, step_denominator
 from tropd.registry import StepContext, TokenStats, get_method
 from tropd.rollout import collect, make_backend, rollout_kind
 from tropd.runstate import (
-    Stage2, code_version, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
+    Stage2, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
 )
 from tropd.scoring import student_forward, teacher_score
 from tropd.seeding import generator
@@ -79,7 +79,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         raise UserError(f"{out} holds a run with another config ({resolved} differs); use a new --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
-    start, totals = 0, {"tokens_generated": 0, "teacher_tokens_scored": 0}
+    start, totals = 0, {"tokens_generated": 0, "student_tokens_generated": 0, "teacher_tokens_scored": 0}
     last = ckpt.latest(out / "checkpoints", log=log)
     if last is not None:
         state = ckpt.load(last, model, optimizer, scheduler)
@@ -110,7 +110,8 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         batch = batch.to(accelerator.device)
         mask_all = batch.response_mask_BT
         n_gen = int((mask_all & ~batch.from_teacher_BT).sum())
-        totals["tokens_generated"] += int(mask_all.sum())
+        totals["tokens_generated"] += int(mask_all.sum())  # by either model (teacher prefixes too)
+        totals["student_tokens_generated"] += n_gen
         totals["teacher_tokens_scored"] += int(mask_all.sum())
         denom = step_denominator(mask_all, tc.loss_norm)
 

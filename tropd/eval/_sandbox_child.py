@@ -34,7 +34,7 @@ PR_SET_NO_NEW_PRIVS = 38
 PRELOAD = (
     "math cmath re typing collections collections.abc heapq itertools functools bisect operator "
     "array random hashlib copy string fractions decimal statistics datetime calendar json numbers "
-    "dataclasses enum textwrap unicodedata struct abc contextlib time queue"
+    "dataclasses enum textwrap unicodedata struct abc contextlib time queue shutil subprocess signal"
 ).split()
 
 
@@ -87,8 +87,9 @@ def _audit_hook(tmp, read_roots):
     import posix
     import posixpath
 
-    getcwd, normpath, join, fspath = posix.getcwd, posixpath.normpath, posixpath.join, os.fspath
-    _isinstance, _int, _str, _bytes, _any, _PermissionError = isinstance, int, str, bytes, any, PermissionError
+    getcwd, normpath, join, dirname = posix.getcwd, posixpath.normpath, posixpath.join, posixpath.dirname
+    fspath = os.fspath
+    _isinstance, _int, _bytes, _any, _PermissionError = isinstance, int, bytes, any, PermissionError
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     inside = tmp + "/"
     roots = tuple(r.rstrip("/") + "/" for r in read_roots)
@@ -103,7 +104,7 @@ def _audit_hook(tmp, read_roots):
     denied = ("os.kill", "os.killpg", "signal.pthread_kill", "os.system", "os.exec", "os.posix_spawn",
               "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn", "os.startfile",
               "os.setuid", "os.setgid", "sys.remote_exec")
-    denied_prefixes = ("socket.", "ctypes.", "_posixsubprocess.", "os.putenv", "os.unsetenv")
+    denied_prefixes = ("socket.", "ctypes.", "_posixsubprocess.")
 
     def resolve(p):
         if _isinstance(p, _int):
@@ -137,10 +138,20 @@ def _audit_hook(tmp, read_roots):
                     raise _PermissionError(f"sandbox: {event} outside the private directory")
         elif event == "os.symlink":  # (src, dst, dir_fd): the link and its target must stay inside
             src, dst = args[0], args[1]
-            if not is_inside(dst) or not is_inside(join(posixpath.dirname(resolve(dst)), fspath(src))):
+            if not is_inside(dst) or not is_inside(join(dirname(resolve(dst)), fspath(src))):
                 raise _PermissionError("sandbox: symlink leaving the private directory")
 
     return hook
+
+
+def _library_roots():
+    """Folders the interpreter loads code from (stdlib, site-packages): the only readable ones."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        roots.update({prefix + "/lib", prefix + "/lib64"})
+    return sorted(roots | {os.path.realpath(r) for r in roots})
 
 
 class _Box:
@@ -150,8 +161,11 @@ class _Box:
         self.value = value
 
 
-def _run_evalplus(job):
-    """evalplus's own per-phase check (unsafe_execute: its guard, time limits, special oracles)."""
+def _run_evalplus(job, report):
+    """evalplus's own per-phase check (unsafe_execute: its guard, time limits, special oracles).
+
+    Each phase's status is reported as soon as it is known, so a later phase that runs past the
+    deadline does not take the earlier verdicts with it."""
     import builtins
     import shutil
     import subprocess
@@ -171,9 +185,16 @@ def _run_evalplus(job):
             (m if m is sys.modules else vars(m)).update(d)
         status = E._mapping.get(stat.value) or E.TIMEOUT
         done = details[: progress.value]
+        if (job["dataset"] == "humaneval" and job["entry_point"] == "find_zero" and job["fast_check"]
+                and stat.value == E._SUCCESS and progress.value == 0):
+            # evalplus 0.3.1 bug (fixed upstream after the release): its find_zero oracle `continue`s
+            # before recording a passed input, so even the canonical solution "fails". With
+            # fast_check any failed input ends the phase as _FAILED, so _SUCCESS means all passed.
+            done = [True] * n
         if status == E.PASS and (len(done) != n or not all(done)):
             status = E.FAIL
         out[ph["name"]] = status
+        report({ph["name"]: status})
         if status != E.PASS:
             break
     return out
@@ -211,19 +232,21 @@ def _run_asserts(job):
 
 
 def main():
+    sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.abspath(__file__))]
     import ctypes
     import json
     import pickle
 
     res_fd = os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
-    job = pickle.loads(sys.stdin.buffer.read())
+    job = pickle.load(sys.stdin.buffer)  # the harness's settings (nonce, limits, directory) ...
+    job.update(pickle.load(sys.stdin.buffer))  # ... then the check itself
     for fd in (0, 1, 2):  # the program's prints go nowhere; the report goes to res_fd
         os.dup2(null, fd)
     write, dumps, nonce = os.write, json.dumps, job["nonce"]
     tmp = job["tmpdir"]
 
-    for name in PRELOAD:
+    for name in [*PRELOAD, *job.get("preload", ())]:
         try:
             __import__(name)
         except ImportError:
@@ -231,21 +254,27 @@ def main():
     if job["kind"] == "evalplus":
         import evalplus.eval  # noqa: F401  (numpy and psutil come with it)
 
-    libc = ctypes.CDLL(None, use_errno=True)
     layers = []
-    os.chdir(tmp)
-    if job["network"]:
-        _lock_network(libc, layers)
-    _limit_resources(job["limits"], layers)
-    if job["drop_privileges"]:
-        _drop_privileges(libc, tmp, layers)
-    if job["audit"]:
-        sys.addaudithook(_audit_hook(tmp, job["read_roots"]))
-        layers.append("audit")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        roots = _library_roots()
+        os.chdir(tmp)
+        if job["network"]:
+            _lock_network(libc, layers)
+        _limit_resources(job["limits"], layers)
+        if job["drop_privileges"]:
+            _drop_privileges(libc, tmp, layers)
+        if job["audit"]:
+            sys.addaudithook(_audit_hook(tmp, roots))
+            layers.append("audit")
+    except BaseException as e:  # noqa: BLE001 - report a broken set-up instead of dying silently
+        write(res_fd, (dumps({"nonce": nonce, "layers": layers, "setup_error": repr(e)}) + "\n").encode())
+        os._exit(3)
 
     try:
         if job["kind"] == "evalplus":
-            result = _run_evalplus(job)
+            result = _run_evalplus(job, lambda part: write(
+                res_fd, (dumps({"nonce": nonce, "layers": layers, "partial": part}) + "\n").encode()))
         elif job["kind"] == "asserts":
             result = _run_asserts(job)
         else:

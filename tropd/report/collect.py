@@ -13,6 +13,7 @@ a table must never quietly average an old result with a new one.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,8 @@ class Results:
     def code_versions(self) -> list[str]:
         found = {e.code_version for e in self.evals.values()}
         found |= {r.summary.get("code_version") for r in self.runs.values()}
-        return sorted(v for v in found if v)
+        # a full 40-hex commit and its short form name one version
+        return sorted({v[:7] if re.fullmatch(r"[0-9a-f]{40}", v) else v for v in found if v})
 
 
 def _read_json(path: Path) -> dict:

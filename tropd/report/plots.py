@@ -56,13 +56,16 @@ def benchmark_bars(res: Results, path: Path) -> None:
     fig, axes = plt.subplots(1, max(len(domains), 1), figsize=(3.2 * max(len(domains), 1) + 0.6, 3.4),
                              squeeze=False)
     x = np.arange(len(res.methods))
+    diverged = {m for (m, _), r in res.runs.items() if r.diverged_step is not None}
+    ticks = [label(m) + (" †" if m in diverged else "") for m in res.methods]
     for ax, (domain, tasks) in zip(axes[0], domains.items()):
         for i, m in enumerate(res.methods):
             e = _domain_estimate(res, m, tasks)
             if e is None:
                 continue
             err = [[e.mean - e.lo], [e.hi - e.mean]] if e.n > 1 else None
-            ax.bar(x[i], e.mean, 0.7, color=colors[m], yerr=err, capsize=3)
+            hatch = "//" if m in diverged else None  # some seed diverged: scored at its last good weights
+            ax.bar(x[i], e.mean, 0.7, color=colors[m], yerr=err, capsize=3, hatch=hatch, edgecolor="white")
             ax.text(x[i], e.hi + 1, f"{e.mean:.1f}", ha="center", va="bottom", fontsize=7)
         for ref, style in REF_STYLE.items():
             e = _domain_estimate(res, ref, tasks)
@@ -70,13 +73,17 @@ def benchmark_bars(res: Results, path: Path) -> None:
                 ax.axhline(e.mean, lw=1.2, label=f"{label(ref)} ({e.mean:.1f})", **style)
         names = ", ".join(tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
         ax.set_title(f"{domain.capitalize()}\n({names})", fontsize=9)
-        ax.set_xticks(x, [label(m) for m in res.methods], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(x, ticks, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(fontsize=7, loc="upper left", frameon=False)  # the reference lines
     axes[0][0].set_ylabel("score (%)")
-    fig.suptitle("Per-domain score: mean over seeds, 95% bootstrap CI", fontsize=10)
+    title = ("Per-domain score, one seed" if len(res.seeds) == 1
+             else f"Per-domain score: mean over {len(res.seeds)} seeds, 95% bootstrap CI")
+    if diverged:
+        title += "\n† hatched: diverged in some seed (scored at its last good weights)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
@@ -144,6 +151,7 @@ def training_curves(res: Results, path: Path) -> None:
                 labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
-    fig.suptitle("Training curves: mean over seeds, band = min to max over seeds", fontsize=10)
+    fig.suptitle("Training curves, one seed" if len(res.seeds) == 1 else
+                 f"Training curves: mean over {len(res.seeds)} seeds, band = min to max over seeds", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _save(fig, path)

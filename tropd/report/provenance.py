@@ -21,7 +21,7 @@ def package_versions() -> str:
 
 def provenance_line(t: Table, code_versions: list[str]) -> str:
     """`Provenance: results from code ..., config hashes ..., packages ..., aggregated at ... on <date>`."""
-    from tropd.runstate import code_version
+    from tropd.config import code_version
 
     runs = [f"{r.label} {r.run_hash}" for r in t.rows if r.run_hash]
     evals = sorted({r.eval_hash for r in t.rows if r.eval_hash})

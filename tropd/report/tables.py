@@ -17,15 +17,15 @@ METHOD_LABELS = {
     "opd": "OPD", "tropd": "TrOPD", "tropd_mask": "TrOPD Mask (+guidance)",
     "tropd_clip": "TrOPD Clip (+guidance)", "mask_outlier": "Mask Outlier", "clip_outlier": "Clip Outlier",
     "fkl_outlier": "FKL Outlier", "topk_fkl": "Top-k FKL", "jsd": "JSD", "entropy_opd": "Entropy OPD",
-    "eopd": "EOPD", "reopold": "REOPOLD", "reopold_two_stage": "REOPOLD (two-stage)", "trb": "TRB",
+    "eopd": "EOPD", "reopold": "REOPOLD", "reopold_2stage": "REOPOLD (two-stage)", "trb": "TRB",
     "gkd": "GKD", "seqkd": "SeqKD", "erpd": "ERPD",
     "teacher": "Teacher", "student": "Student (untrained)",
 }
 TASK_LABELS = {
     "tiny_math": "Math (syn.)", "tiny_code": "Code (syn.)", "tiny_instruct": "Instruct (syn.)",
-    "gsm8k": "GSM8K", "math500": "MATH-500", "humaneval_plus": "HumanEval+", "mbpp_plus": "MBPP+",
-    "ifeval": "IFEval", "mmlu": "MMLU", "aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23",
-    "gpqa_diamond": "GPQA-D", "mmlu_redux": "MMLU-Redux", "ifbench": "IFBench", "lcb_v6": "LCB v6",
+    "gsm8k": "GSM8K", "math500": "MATH-500", "aime24": "AIME24", "aime25": "AIME25", "humaneval": "HumanEval",
+    "humanevalplus": "HumanEval+", "mbpp": "MBPP", "mbppplus": "MBPP+", "ifeval": "IFEval", "ifbench": "IFBench",
+    "mmlu": "MMLU",
 }
 DOMAIN_ORDER = ["math", "code", "general", "instruct"]
 # Table 5: preset -> (what the objective does on outlier tokens, teacher-prefix guidance)
@@ -133,6 +133,13 @@ def diverged_note(diverged: list[tuple[int, int]], n_runs: int) -> str:
     return f"diverged at {word} {steps} in {len(diverged)}/{n_runs} seeds"
 
 
+def score_legend(n_seeds: int) -> str:
+    if n_seeds == 1:
+        return "Scores in %, one seed (n=1): no interval"
+    return (f"Scores in %: mean ± half-width of the 95% bootstrap CI over seeds (n={n_seeds} "
+            "unless marked)")
+
+
 def _row(res: Results, key: str, with_cost: bool) -> Row:
     row = Row(key, label(key), score_cells(res, key), res.run_hash(key), res.eval_hash(key))
     if key in res.methods:
@@ -153,8 +160,7 @@ def main_table(res: Results) -> Table:
     rows = [_row(res, k, with_cost=True) for k in ("student", "teacher", *res.methods)]
     for r in rows:
         r.cells["method"] = Cell(text=r.label)
-    notes = [f"Scores in %: mean ± half-width of the 95% bootstrap CI over seeds (n={len(res.seeds)} "
-             "unless marked); cost columns: mean over seeds."]
+    notes = [score_legend(len(res.seeds)) + "; cost columns: mean over seeds."]
     if any(r.diverged for r in rows):
         notes.append("Diverged runs are scored at their last good weights.")
     return Table("main", cols, rows, len(res.seeds), notes)
@@ -169,7 +175,8 @@ def ablation_table(res: Results) -> Table:
         outlier, guidance = ABLATION.get(key, ("–", "–"))
         r.cells.update(method=Cell(text=r.label), outlier=Cell(text=outlier), guidance=Cell(text=guidance))
         rows.append(r)
-    notes = ["Rows: the ablation presets that were run (" + ", ".join(ABLATION) + "); cells as in the main table."]
+    notes = [score_legend(len(res.seeds)) + ". Rows: the ablation presets that were run, of "
+             + ", ".join(ABLATION) + "."]
     if len(rows) == 1:
         notes.append("None of the ablation presets is in workflow.methods of this profile.")
     return Table("ablation", cols, rows, len(res.seeds), notes)

@@ -105,7 +105,7 @@ def decode(
         logps = []
         for m, cache in zip(models, caches):
             logits = m(input_ids=step_ids, attention_mask=att, position_ids=step_pos,
-                       past_key_values=cache, use_cache=True).logits[:, -1].float()
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
             logps.append(logits.log_softmax(-1))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:

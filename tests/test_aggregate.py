@@ -1,0 +1,182 @@
+"""`tropd aggregate` on synthetic result files: means and bootstrap CIs, the config-hash guard,
+divergence notes, the three table formats and the two figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tropd.cli import main as cli
+from tropd.errors import UserError
+from tropd.report.stats import bootstrap
+
+TASKS = {"tiny_math": "math", "gsm8k": "math", "tiny_code": "code"}
+
+
+def write_results(root: Path, scores: dict, runs: dict | None = None, hashes: dict | None = None,
+                  methods=("opd", "tropd"), seeds=(0, 1, 2)) -> Path:
+    """A profile YAML + result tree. scores[(row, seed, task)] = fraction; runs[(method, seed)] = summary
+    fields to change; hashes[(row, seed, task)] = eval config hash (default "evalhash")."""
+    res = root / "results"
+    for (row, seed, task), value in scores.items():
+        e = {"task": task, "domain": TASKS[task], "model": row, "n_items": 10, "n_samples": 10,
+             "primary": "accuracy", "metrics": {"accuracy": {"mean": value, "ci95": [0, 1]}},
+             "decoding": {"temperature": 0.0}, "config_hash": (hashes or {}).get((row, seed, task), "evalhash"),
+             "code_version": "abc1234", "wall_s": 1.0}
+        path = res / "evals" / row / f"seed{seed}" / f"{task}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(e))
+    for m in methods:
+        for s in seeds:
+            d = res / "runs" / m / f"seed{s}"
+            d.mkdir(parents=True, exist_ok=True)
+            summary = {"status": "finished", "diverged_step": None, "steps_done": 40, "wall_s": 120.0 + s,
+                       "tokens_generated": 2_000_000, "teacher_tokens_scored": 1_500_000, "peak_mem_mb": 900.0,
+                       "config_hash": f"hash-{m}", "code_version": "abc1234", "method": m, "seed": s,
+                       **(runs or {}).get((m, s), {})}
+            (d / "summary.json").write_text(json.dumps(summary))
+            rng = np.random.default_rng(s)
+            lines = [{"step": i, "loss": 1.0, "rkl": 1.0 / (i + 1) + 0.05 * rng.random(),
+                      "student_entropy": 2 - i / 40, "grad_norm": 1 + rng.random(),
+                      **({"outlier": 0.1 + 0.01 * rng.random()} if m == "tropd" else {})} for i in range(40)]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = {"profile": "synthetic", "paths": {"data": str(root / "data"), "models": str(root / "models"),
+                                             "results": str(res)},
+           "eval": {"tasks": list(TASKS)}, "workflow": {"methods": list(methods), "seeds": list(seeds)}}
+    path = root / "profile.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def full_scores(base: dict[str, float], step: float = 0.1) -> dict:
+    """Every row x seed x task; row r scores base[r] + step * seed on every task."""
+    return {(row, s, t): base[row] + step * s for row in base for s in (0, 1, 2) for t in TASKS}
+
+
+BASE = {"opd": 0.3, "tropd": 0.4, "teacher": 0.7, "student": 0.1}
+
+
+def read_main(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / "results" / "tables" / "main.csv")
+
+
+def test_bootstrap_exact_for_two_seeds():
+    # With two values every resample mean is a, (a+b)/2 or b, so the 2.5/97.5 percentiles are a and b.
+    e = bootstrap([0.2, 0.6])
+    assert (e.mean, e.lo, e.hi, e.n) == pytest.approx((0.4, 0.2, 0.6, 2))
+    e1 = bootstrap([0.5])
+    assert (e1.lo, e1.hi, e1.n) == (0.5, 0.5, 1)
+    e3 = bootstrap([0.1, 0.5, 0.9])
+    assert 0.1 <= e3.lo < e3.mean < e3.hi <= 0.9 and bootstrap([0.1, 0.5, 0.9]) == e3  # seeded
+    assert bootstrap([]) is None
+
+
+def test_main_table_means_cis_and_formats(tmp_path):
+    cfg = write_results(tmp_path, full_scores(BASE))
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = read_main(tmp_path)
+    cell = df[(df.row == "opd") & (df.column == "tiny_math")].iloc[0]
+    ref = bootstrap([0.3, 0.4, 0.5])
+    assert cell["mean"] == pytest.approx(0.4) and cell["n_seeds"] == 3
+    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx((ref.lo, ref.hi))
+    assert cell["text"] == f"40.0 ± {100 * (ref.hi - ref.lo) / 2:.1f}"
+    # math has two tasks -> a domain average; code has one -> none; overall Avg over the 3 tasks.
+    assert set(df[df.row == "opd"].column) == {"tiny_math", "gsm8k", "tiny_code", "avg_math", "avg",
+                                                "tokens_generated", "teacher_tokens_scored", "train_time", "peak_mem"}
+    avg = df[(df.row == "tropd") & (df.column == "avg")].iloc[0]
+    assert avg["mean"] == pytest.approx(0.5)
+    assert df[(df.row == "opd") & (df.column == "train_time")].iloc[0]["mean"] == pytest.approx(121.0)
+    assert set(df.eval_config_hash) == {"evalhash"}
+    assert df[df.row == "opd"].run_config_hash.iloc[0] == "hash-opd"
+    md = (tmp_path / "results" / "tables" / "main.md").read_text()
+    assert "| Teacher |" in md and "| Student (untrained) |" in md and "| TrOPD |" in md
+    assert "2.00M" in md and "2.0 min" in md and "900 MB" in md
+    assert "Provenance:" in md and "torch" in md and "hash-tropd" in md
+    tex = (tmp_path / "results" / "tables" / "main.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\pm$" in tex and r"Math (syn.)" in tex
+    abl = (tmp_path / "results" / "tables" / "ablation.md").read_text()
+    assert "log r (OPD)" in abl and "top-k FKL" in abl and "| yes |" in abl
+    for name in ("benchmarks.png", "training_curves.png"):
+        assert (tmp_path / "results" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_says_n1_and_missing_cells(tmp_path):
+    """One seed: means without intervals, n=1 said once; a missing eval leaves its cells empty."""
+    scores = {k: v for k, v in full_scores(BASE).items() if k[1] == 0}
+    del scores[("opd", 0, "gsm8k")]
+    cfg = write_results(tmp_path, scores, seeds=(0,))
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = read_main(tmp_path)
+    assert df[(df.row == "opd") & (df.column == "tiny_math")].iloc[0]["text"] == "30.0"
+    assert "one seed (n=1)" in (tmp_path / "results" / "tables" / "main.md").read_text()
+    assert df[(df.row == "opd") & (df.column == "gsm8k")].iloc[0]["text"] == "–"
+    assert df[(df.row == "opd") & (df.column == "avg")].iloc[0]["text"] == "–"  # needs every task
+
+
+def test_a_missing_seed_is_counted(tmp_path):
+    scores = full_scores(BASE)
+    del scores[("opd", 2, "gsm8k")]
+    cfg = write_results(tmp_path, scores)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = read_main(tmp_path)
+    cell = df[(df.row == "opd") & (df.column == "gsm8k")].iloc[0]
+    assert cell["n_seeds"] == 2 and cell["mean"] == pytest.approx(0.35) and cell["text"].endswith("(n=2)")
+    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx((0.3, 0.4))  # n=2: the two values
+    assert df[(df.row == "opd") & (df.column == "avg")].iloc[0]["n_seeds"] == 2  # seeds with every task
+
+
+def test_diverged_run_is_marked_not_dropped(tmp_path):
+    runs = {("tropd", 1): {"status": "diverged", "diverged_step": 37, "steps_done": 37}}
+    cfg = write_results(tmp_path, full_scores(BASE), runs=runs)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "results" / "tables" / "main.md").read_text()
+    assert "(diverged at step 37 in 1/3 seeds)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| TrOPD |"))
+    assert "50.0 ±" in row  # the diverged seed's eval (of its last good weights) still counts
+    df = read_main(tmp_path)
+    assert df[(df.row == "tropd") & (df.column == "avg")].iloc[0]["diverged_steps"] == 37
+
+
+def test_mixed_config_hashes_in_a_row_are_refused(tmp_path, capsys):
+    hashes = {("opd", 2, "gsm8k"): "otherhash"}
+    cfg = write_results(tmp_path, full_scores(BASE), hashes=hashes)
+    assert cli(["aggregate", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "row 'opd' mixes eval configs" in err
+    assert "evals/opd/seed0/tiny_math.json" in err and "evals/opd/seed2/gsm8k.json" in err
+    # Runs: summaries of one row with different hashes (and no resolved config to compare).
+    cfg = write_results(tmp_path / "b", full_scores(BASE), runs={("tropd", 2): {"config_hash": "zzz"}})
+    with pytest.raises(UserError, match=r"row 'tropd' mixes training configs: .*seed0/summary.json .*seed2"):
+        from tropd.aggregate import aggregate
+        aggregate(cfg)
+
+
+def test_run_rows_compare_resolved_configs_without_the_seed(tmp_path):
+    """Real runs hash their seed too; rows compare the resolved configs with the seed set to 0."""
+    from tropd.config import dump_yaml, load_config
+
+    cfg = write_results(tmp_path, full_scores(BASE))
+    for m in ("opd", "tropd"):
+        for s in (0, 1, 2):
+            changed = ["train.lr=0.5"] if (m, s) == ("tropd", 2) else []
+            rc = load_config(cfg, overrides=[f"seed={s}", *changed])
+            (tmp_path / "results" / "runs" / m / f"seed{s}" / "config.resolved.yaml").write_text(dump_yaml(rc))
+    from tropd.aggregate import aggregate
+
+    with pytest.raises(UserError, match=r"row 'tropd' mixes training configs"):
+        aggregate(cfg)
+    rc = load_config(cfg, overrides=["seed=2"])
+    (tmp_path / "results" / "runs" / "tropd" / "seed2" / "config.resolved.yaml").write_text(dump_yaml(rc))
+    aggregate(cfg)  # seeds differ, settings agree: accepted
+    df = read_main(tmp_path)
+    assert df[df.row == "opd"].run_config_hash.nunique() == 1
+
+
+def test_no_results_is_a_one_line_error(tmp_path, capsys):
+    cfg = write_results(tmp_path, {}, methods=("opd",), seeds=(0,))
+    assert cli(["aggregate", "--config", str(cfg)]) == 2
+    assert "no eval summaries" in capsys.readouterr().err

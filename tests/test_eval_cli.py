@@ -1,0 +1,129 @@
+"""`tropd eval` and `tropd score` end to end on a throw-away profile (random tiny models, tiny task
+files made by tropd.tiny's generators): the summary schema, identical numbers from two runs with
+one seed, gold answers scoring 1, unknown ids refused before anything is written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import build_profile
+
+from tropd.cli import main
+from tropd.eval.tasks import benchmarks_root
+from tropd.evaluate import samples_path
+from tropd.io import atomic_write_jsonl, read_jsonl
+from tropd.tiny.synthetic import generate, held_out_rows
+
+KEYS = {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics", "decoding", "config_hash",
+        "code_version", "wall_s"}
+DOMAINS = ("math", "code", "instruct")
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """(config path, models folder, {domain: held-out synthetic items}) with 6 test items a domain."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval_profile")
+    cfg = build_profile(root)
+    tests = {}
+    for d in DOMAINS:
+        _, tests[d] = generate(d, 0, 4, 6)
+        atomic_write_jsonl(root / "data" / d / "test.jsonl", held_out_rows(d, tests[d]))
+    data = yaml.safe_load(cfg.read_text())
+    data["eval"] = {"tasks": ["tiny_math"], "max_new_tokens": 12, "batch_size": 4}
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg, root / "models", tests
+
+
+def _eval(cfg, model, task, out, *extra) -> dict:
+    assert main(["eval", "--config", str(cfg), "--model", str(model), "--task", task, "--out", str(out),
+                 *extra]) == 0
+    return json.loads(Path(out).read_text())
+
+
+def test_eval_summary_schema_and_determinism(profile, tmp_path):
+    cfg, models, _ = profile
+    args = ("--k", "2", "--temperature", "1.0", "--seed", "7", "--limit", "4")
+    a = _eval(cfg, models / "teacher", "tiny_math", tmp_path / "a.json", *args)
+    b = _eval(cfg, models / "teacher", "tiny_math", tmp_path / "b.json", *args)
+    assert set(a) == KEYS
+    assert a["domain"] == "math" and a["primary"] == "acc" and a["n_items"] == 4 and a["n_samples"] == 8
+    assert a["decoding"] == {"k": 2, "temperature": 1.0, "max_new_tokens": 12, "seed": 7, "limit": 4}
+    assert a["config_hash"] and isinstance(a["code_version"], str) and a["model"] == str(models / "teacher")
+    for m in a["metrics"].values():
+        assert 0 <= m["ci95"][0] <= m["mean"] <= m["ci95"][1] <= 1
+    assert "pass@2" in a["metrics"]
+    assert a["metrics"] == b["metrics"]
+    rows_a, rows_b = read_jsonl(tmp_path / "a.samples.jsonl"), read_jsonl(tmp_path / "b.samples.jsonl")
+    assert [r["completion"] for r in rows_a] == [r["completion"] for r in rows_b]
+    assert [(r["id"], r["sample"]) for r in rows_a][:2] == [("tiny_math/0", 0), ("tiny_math/0", 1)]
+    # another seed draws other samples
+    c = _eval(cfg, models / "teacher", "tiny_math", tmp_path / "c.json", "--k", "2", "--temperature", "1.0",
+              "--seed", "8", "--limit", "4")
+    assert [r["completion"] for r in read_jsonl(tmp_path / "c.samples.jsonl")] != [r["completion"] for r in rows_a]
+    assert c["decoding"]["seed"] == 8
+
+
+def test_eval_code_and_instruct_tasks(profile, tmp_path):
+    cfg, models, _ = profile
+    for task, primary in (("tiny_code", "plus_pass@1"), ("tiny_instruct", "prompt_strict")):
+        s = _eval(cfg, models / "student", task, tmp_path / f"{task}.json", "--limit", "3")
+        assert s["primary"] == primary and primary in s["metrics"] and s["n_samples"] == 3
+        assert s["decoding"]["temperature"] == 0.0
+        assert len(read_jsonl(tmp_path / f"{task}.samples.jsonl")) == 3
+
+
+@pytest.mark.skipif(not (benchmarks_root() / "mmlu").is_dir(), reason="no shared/benchmarks")
+def test_eval_mmlu_loglikelihood(profile, tmp_path):
+    cfg, models, _ = profile
+    s = _eval(cfg, models / "student", "mmlu", tmp_path / "mmlu.json", "--limit", "3")
+    assert s["domain"] == "general" and s["n_items"] == 3 and s["decoding"]["max_new_tokens"] == 0
+    rows = read_jsonl(tmp_path / "mmlu.samples.jsonl")
+    assert [r["id"] for r in rows] == ["mmlu/0", "mmlu/1", "mmlu/2"]
+    assert all(len(r["loglik"]) == 4 and r["pred"] in "ABCD" for r in rows)
+
+
+def _gold_lines(domain, items, rows) -> list[dict]:
+    ids = {"math": [f"tiny_math/{i}" for i in range(len(rows))], "code": [r.get("task_id") for r in rows],
+           "instruct": [r.get("key") for r in rows]}[domain]
+    return [{"id": i, "completion": it.answer} for i, it in zip(ids, items)]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_score_gold_answers(profile, tmp_path, domain):
+    cfg, _, tests = profile
+    samples = tmp_path / "gold.jsonl"
+    atomic_write_jsonl(samples, _gold_lines(domain, tests[domain], held_out_rows(domain, tests[domain])))
+    out = tmp_path / "gold.json"
+    assert main(["score", "--config", str(cfg), "--task", f"tiny_{domain}", "--samples", str(samples),
+                 "--out", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["metrics"][s["primary"]]["mean"] == 1.0 and s["model"] is None and s["n_items"] == 6
+
+
+def test_score_refuses_unknown_ids(profile, tmp_path, capsys):
+    cfg, _, _ = profile
+    samples = tmp_path / "bad.jsonl"
+    atomic_write_jsonl(samples, [{"id": "tiny_math/0", "completion": "#### 1"},
+                                 {"id": "nope/9", "completion": "#### 1"}])
+    out = tmp_path / "bad.json"
+    assert main(["score", "--config", str(cfg), "--task", "tiny_math", "--samples", str(samples),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope/9" in err[0]
+    assert not out.exists() and not samples_path(out).exists()
+
+
+def test_bad_requests_are_one_line_errors(profile, tmp_path, capsys):
+    cfg, models, _ = profile
+    out = str(tmp_path / "x.json")
+    assert main(["eval", "--config", str(cfg), "--model", str(models / "teacher"), "--task", "nosuch",
+                 "--out", out]) == 2
+    assert main(["eval", "--config", str(cfg), "--model", str(models / "teacher"), "--task", "tiny_math",
+                 "--k", "3", "--temperature", "0", "--out", out]) == 2
+    assert main(["score", "--config", str(cfg), "--task", "tiny_math", "--samples",
+                 str(tmp_path / "missing.jsonl"), "--out", out]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3 and not Path(out).exists()

@@ -1,0 +1,164 @@
+"""Code grading through evalplus's checker and MBPP's asserts, every candidate in the sandbox.
+
+Golden checks: canonical solutions pass base and plus, known-wrong ones fail. The default run uses
+slices of the real files (written to a temporary file, so evalplus's ground truth is computed for
+the slice only, in seconds); the full HumanEval+ / MBPP+ / MBPP runs are marked slow.
+A `tropd score` call mixing hostile and honest samples: the hostile ones fail or time out, nothing
+outside the sandbox changes, the honest ones are scored right.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tropd.cli import main
+from tropd.eval.graders import code
+from tropd.eval.tasks import benchmarks_root
+from tropd.io import read_jsonl
+
+HEP = benchmarks_root() / "humanevalplus" / "HumanEvalPlus.jsonl.gz"
+MBPPP = benchmarks_root() / "mbppplus" / "MbppPlus.jsonl.gz"
+needs_data = pytest.mark.skipif(not HEP.is_file(), reason="no shared/benchmarks")
+
+
+def _slice(src: Path, ids: list[str], dst: Path) -> Path:
+    rows = {r["task_id"]: r for r in map(json.loads, gzip.open(src, "rt"))}
+    dst.write_text("".join(json.dumps(rows[i]) + "\n" for i in ids))
+    return dst
+
+
+@needs_data
+def test_humanevalplus_canonical_pass_and_wrong_fail(tmp_path):
+    ids = ["HumanEval/0", "HumanEval/2", "HumanEval/12", "HumanEval/32", "HumanEval/53", "HumanEval/101"]
+    path = _slice(HEP, ids, tmp_path / "he.jsonl")
+    probs = code.load_problems("humaneval", path)
+    canon = [(i, probs[i]["canonical_solution"]) for i in ids]
+    wrong = [("HumanEval/0", "    return False\n"), ("HumanEval/53", "    return x - y\n"),
+             ("HumanEval/2", "```python\ndef truncate_number(number: float) -> float:\n    return number\n```")]
+    res = code.check_evalplus("humaneval", path, canon + wrong)
+    # HumanEval/32 (find_zero) included: evalplus 0.3.1 fails even its canonical solution there
+    assert [(r["base"], r["plus"]) for r in res[: len(ids)]] == [("pass", "pass")] * len(ids)
+    assert [r["base"] for r in res[len(ids):]] == ["fail"] * 3
+
+
+@needs_data
+def test_mbppplus_canonical_pass(tmp_path):
+    ids = ["Mbpp/2", "Mbpp/3", "Mbpp/4", "Mbpp/17", "Mbpp/580"]  # 580: inputs deserialised as tuples
+    path = _slice(MBPPP, ids, tmp_path / "mbpp.jsonl")
+    probs = code.load_problems("mbpp", path)
+    res = code.check_evalplus("mbpp", path, [(i, probs[i]["canonical_solution"]) for i in ids]
+                              + [("Mbpp/2", "def similar_elements(a, b):\n    return ()\n")])
+    assert [(r["base"], r["plus"]) for r in res[:-1]] == [("pass", "pass")] * len(ids)
+    assert res[-1]["base"] == "fail"
+
+
+def test_code_extraction():
+    chat = "Here:\n```python\nimport math\n\ndef f(x):\n    return x\n```\nand ```\nprint(1)\n```"
+    assert code.extract_code(chat, "f").startswith("import math")
+    assert code.extract_code("    return 1\n", "f") == "    return 1\n"
+    prompt = 'def f(x):\n    """doc"""\n'
+    assert code.solution(prompt, "    return x\n", "f") == prompt + "    return x\n"
+    assert code.solution(prompt, "```py\ndef f(x):\n    return x\n```", "f").endswith("def f(x):\n    return x\n")
+
+
+def _mini_code_task(root: Path) -> Path:
+    """A 3-problem HumanEval+-format file; `add`'s plus inputs are negative numbers."""
+    probs = [
+        {"task_id": "Mini/0", "prompt": 'def add(a, b):\n    """Return a plus b."""\n', "entry_point": "add",
+         "canonical_solution": "    return a + b\n", "base_input": [[1, 2], [3, 4]],
+         "plus_input": [[-1, -2], [0, -5]], "atol": 0, "contract": ""},
+        {"task_id": "Mini/1", "prompt": 'def rev(s):\n    """Return s reversed."""\n', "entry_point": "rev",
+         "canonical_solution": "    return s[::-1]\n", "base_input": [["ab"], ["xyz"]],
+         "plus_input": [[""], ["a"]], "atol": 0, "contract": ""},
+        {"task_id": "Mini/2", "prompt": 'def half(x):\n    """Return x / 2."""\n', "entry_point": "half",
+         "canonical_solution": "    return x / 2\n", "base_input": [[1.0], [3.0]],
+         "plus_input": [[0.1], [1e-9]], "atol": 1e-6, "contract": ""},
+    ]
+    data = root / "data"
+    (data / "code").mkdir(parents=True)
+    (data / "code" / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probs))
+    cfg = root / "profile.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "t", "paths": {"data": str(data)}, "prepare": {"kind": "external"}}))
+    return cfg
+
+
+def test_score_mixes_hostile_and_honest_samples(tmp_path):
+    """One `tropd score` call; hostile bodies bypass evalplus's own guard (via `posix`), so what
+    stops them is the sandbox."""
+    cfg = _mini_code_task(tmp_path)
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep.txt").write_text("alive")
+    outside = tmp_path / "outside.txt"
+    hostile = [
+        f"    import posix\n    posix.unlink({str(canary / 'keep.txt')!r})\n    posix.rmdir({str(canary)!r})\n"
+        "    return a + b\n",
+        f"    import posix\n    fd = posix.open({str(outside)!r}, posix.O_WRONLY | posix.O_CREAT)\n"
+        "    posix.write(fd, b'x')\n    return a + b\n",
+        "    import posix\n    while True:\n        posix.fork()\n",
+        "    while True:\n        pass\n",
+        "    x = bytearray(8 << 30)\n    return a + b\n",
+        "    import posix\n    posix.kill(posix.getppid(), 9)\n    return a + b\n",
+        "    import socket\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n    return a + b\n",
+    ]
+    lines = [{"id": "Mini/0", "completion": h} for h in hostile]
+    lines += [{"id": "Mini/0", "completion": "    return a + b\n"},
+              {"id": "Mini/0", "completion": "    return abs(a) + abs(b)\n"},  # passes base only
+              {"id": "Mini/1", "completion": "    return s[::-1]\n"},
+              {"id": "Mini/2", "completion": "```python\ndef half(x):\n    return x * 0.5\n```"}]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "score.json"
+    assert main(["score", "--config", str(cfg), "--task", "tiny_code", "--samples", str(samples),
+                 "--out", str(out)]) == 0
+    rows = read_jsonl(tmp_path / "score.samples.jsonl")
+    n = len(hostile)
+    assert all(r["base"] in ("fail", "timeout") for r in rows[:n]), rows[:n]
+    assert [(r["base"], r["plus"]) for r in rows[n:]] == [("pass", "pass"), ("pass", "fail"),
+                                                         ("pass", "pass"), ("pass", "pass")]
+    assert (canary / "keep.txt").read_text() == "alive" and not outside.exists()
+    summary = json.loads(out.read_text())
+    m = summary["metrics"]
+    # Mini/0: 1 of 9 samples passes plus, 2 of 9 base; Mini/1 and Mini/2 pass
+    assert m["plus_pass@1"]["mean"] == pytest.approx((1 / 9 + 1 + 1) / 3)
+    assert m["base_pass@1"]["mean"] == pytest.approx((2 / 9 + 1 + 1) / 3)
+    assert summary["n_items"] == 3 and summary["n_samples"] == n + 4 and summary["decoding"]["k"] == 1
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_humanevalplus_canonical_164(tmp_path, monkeypatch):
+    # evalplus's limits are 4x the canonical wall time; a busy shared 2-core box needs more
+    monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
+    samples = tmp_path / "he.jsonl"
+    samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
+                               for r in map(json.loads, gzip.open(HEP, "rt"))))
+    assert main(["score", "--task", "humanevalplus", "--samples", str(samples), "--out", str(tmp_path / "o.json")]) == 0
+    rows = read_jsonl(tmp_path / "o.samples.jsonl")
+    assert len(rows) == 164 and all(r["base"] == "pass" and r["plus"] == "pass" for r in rows), \
+        [r["id"] for r in rows if r["plus"] != "pass"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_mbppplus_and_mbpp_canonical(tmp_path, monkeypatch):
+    # MBPP+: evalplus itself times out on Mbpp/599's plus inputs on a slow or busy machine (its
+    # canonical solution needs about 80 s there, the per-task cap is 60 s); allow that one only.
+    monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
+    samples = tmp_path / "mbppplus.jsonl"
+    samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
+                               for r in map(json.loads, gzip.open(MBPPP, "rt"))))
+    assert main(["score", "--task", "mbppplus", "--samples", str(samples), "--out", str(tmp_path / "p.json")]) == 0
+    bad = [r["id"] for r in read_jsonl(tmp_path / "p.samples.jsonl") if r["plus"] != "pass"]
+    assert set(bad) <= {"Mbpp/599"}, bad
+    mbpp = benchmarks_root() / "mbpp" / "sanitized-mbpp.jsonl"
+    samples = tmp_path / "mbpp.jsonl"
+    samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["code"]}) + "\n"
+                               for r in read_jsonl(mbpp)))
+    assert main(["score", "--task", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "m.json")]) == 0
+    bad = [r["id"] for r in read_jsonl(tmp_path / "m.samples.jsonl") if r["status"] != "pass"]
+    assert len(bad) <= 2, bad

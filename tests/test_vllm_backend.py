@@ -1,0 +1,321 @@
+"""The vLLM backend's translation code against a fake `vllm` module (CPU), and one real end-to-end
+run marked `gpu` (skipped unless CUDA and vLLM are present).
+
+The fake records what the backend asks of vLLM: engine arguments, one SamplingParams per request,
+weight loads into the engine's model, prefix-cache resets, sleep/wake. Its "model" samples from
+the request seed alone, so the checks here are about the plumbing, not about vLLM's sampler.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from tropd.errors import UserError
+from tropd.models import build_llama
+from tropd.rollout import collect, make_backend
+
+V, EOS, PAD = 23, 2, 0
+
+
+# ----------------------------------------------------------------------------- the fake vllm
+
+
+@dataclass
+class Logprob:
+    logprob: float
+    rank: int = 1
+
+
+class FakeSamplingParams:
+    def __init__(self, **kw):
+        self.kw = kw
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+class FakeModel:
+    def __init__(self, events):
+        self.events, self.loaded = events, {}
+
+    def load_weights(self, weights):
+        self.loaded = {k: v.detach().clone() for k, v in weights}
+        self.events.append("load")
+
+
+class FakeLLM:
+    instances: list = []
+
+    def __init__(self, **kw):
+        self.kw = kw
+        self.multiproc = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        self.events: list[str] = []
+        self.model = FakeModel(self.events)
+        self.requests: list[tuple[list[int], FakeSamplingParams]] = []
+        FakeLLM.instances.append(self)
+
+    def generate(self, prompts, params, use_tqdm=True):
+        assert isinstance(params, list) and len(params) == len(prompts)
+        self.events.append("generate")
+        outs = []
+        for p, sp in zip(prompts, params):
+            self.requests.append((p["prompt_token_ids"], sp))
+            g = torch.Generator().manual_seed(sp.seed)
+            ids, lps = [], []
+            for _ in range(sp.max_tokens):
+                tok = int(torch.randint(3, V, (), generator=g))
+                if ids and float(torch.rand((), generator=g)) < 0.2:
+                    tok = sp.stop_token_ids[0]
+                ids.append(tok)
+                # the sampled token plus a top-1 alternative, as vLLM returns them with logprobs=1
+                lps.append({tok: Logprob(-0.1 * len(ids)), 1: Logprob(-0.01)})
+                if tok in sp.stop_token_ids:
+                    break
+            reason = "stop" if ids and ids[-1] in sp.stop_token_ids else "length"
+            comp = types.SimpleNamespace(token_ids=ids, logprobs=lps, finish_reason=reason)
+            outs.append(types.SimpleNamespace(outputs=[comp], prompt_token_ids=p["prompt_token_ids"]))
+        return outs
+
+    def apply_model(self, fn):
+        return [fn(self.model)]
+
+    def reset_prefix_cache(self):
+        self.events.append("reset")
+
+    def sleep(self, level=1):
+        self.events.append(f"sleep{level}")
+
+    def wake_up(self):
+        self.events.append("wake")
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    mod = types.ModuleType("vllm")
+    mod.LLM, mod.SamplingParams = FakeLLM, FakeSamplingParams
+    FakeLLM.instances = []
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A student and a teacher saved to folders (vLLM loads models by path)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("vllm_models")
+    out = []
+    for name, hidden, seed in (("student", 16, 2), ("teacher", 32, 1)):
+        m = build_llama(V, hidden, 1, heads=2, eos_token_id=EOS, pad_token_id=PAD, seed=seed)
+        m.save_pretrained(root / name)
+        out.append(type(m).from_pretrained(root / name))
+    return out
+
+
+def backend(models, **kw):
+    from tropd.rollout.vllm import VLLMBackend
+
+    s, t = models
+    return VLLMBackend(s, t, None, {EOS}, PAD, **kw)
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def test_sampling_params_one_per_request(fake_vllm, models):
+    b = backend(models, gpu_memory_utilization=0.4, max_model_len=512, engine_kwargs={"swap_space": 2})
+    res = b.sample("student", [[3, 4], [5], [6, 7, 8]], [5, 0, 3], [11, 12, 13], temperature=0.7, top_p=0.9)
+    (llm,) = FakeLLM.instances
+    assert llm.kw["model"] == models[0].name_or_path and llm.kw["logprobs_mode"] == "processed_logprobs"
+    assert llm.kw["gpu_memory_utilization"] == 0.4 and llm.kw["max_model_len"] == 512
+    assert llm.kw["swap_space"] == 2 and llm.kw["dtype"] == "auto" and llm.multiproc == "0"
+    assert llm.kw["skip_tokenizer_init"] is True and llm.kw["generation_config"] == "vllm"
+    # max_new 0 sends no request; the others carry their own seed and length
+    assert [r[0] for r in llm.requests] == [[3, 4], [6, 7, 8]]
+    sp = [r[1] for r in llm.requests]
+    assert [p.seed for p in sp] == [11, 13] and [p.max_tokens for p in sp] == [5, 3]
+    assert all(p.temperature == 0.7 and p.top_p == 0.9 and p.logprobs == 1 and p.n == 1 for p in sp)
+    assert all(p.stop_token_ids == [EOS] and p.detokenize is False for p in sp)
+    assert res[1] == ([], [], False)
+    for (ids, lps, fin), n in zip((res[0], res[2]), (5, 3)):
+        assert 1 <= len(ids) <= n and len(lps) == len(ids)
+        assert lps == pytest.approx([-0.1 * (i + 1) for i in range(len(ids))])  # the sampled token's
+        assert fin == (ids[-1] == EOS)
+
+
+def test_parse_output_refuses_missing_logprobs():
+    from tropd.rollout.vllm import parse_output
+
+    comp = types.SimpleNamespace(token_ids=[5, EOS], logprobs=None)
+    with pytest.raises(RuntimeError, match="logprobs"):
+        parse_output(types.SimpleNamespace(outputs=[comp]), 4, {EOS})
+    comp = types.SimpleNamespace(token_ids=[5, EOS], logprobs=[{5: Logprob(-1.0)}, {7: Logprob(-2.0)}])
+    with pytest.raises(RuntimeError, match="sampled token"):
+        parse_output(types.SimpleNamespace(outputs=[comp]), 4, {EOS})
+    comp = types.SimpleNamespace(token_ids=[5, EOS], logprobs=[{5: Logprob(-1.0)}, {EOS: -0.5}])
+    assert parse_output(types.SimpleNamespace(outputs=[comp]), 4, {EOS}) == ([5, EOS], [-1.0, -0.5], True)
+
+
+def test_same_seed_same_sample_whatever_the_batch(fake_vllm, models):
+    b = backend(models)
+    alone = b.sample("student", [[3, 4]], [6], [99])
+    batch = b.sample("student", [[5], [3, 4]], [6, 6], [7, 99])
+    assert batch[1] == alone[0]
+
+
+def test_teacher_engine_is_built_lazily_in_its_own_process(fake_vllm, models):
+    b = backend(models, teacher_gpu_memory_utilization=0.2)
+    assert len(FakeLLM.instances) == 1  # only the student engine until a method samples pi_T
+    batch = collect("teacher", b, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+                    max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
+    student, teacher = FakeLLM.instances
+    assert teacher.kw["model"] == models[1].name_or_path and teacher.multiproc == "1"
+    assert teacher.kw["gpu_memory_utilization"] == 0.2 and teacher.kw["skip_tokenizer_init"] is True
+    assert batch.from_teacher_BT[batch.response_mask_BT].all() and not student.requests
+
+
+def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
+    pytest.importorskip("tropd.methods.guidance")
+
+    @dataclass
+    class P:
+        guidance: bool = True
+        guided_fraction: float = 1.0
+        prefix_rule: str = "uniform"
+        anneal_frac: float = 1.0
+
+    b = backend(models)
+    batch = collect("guided", b, [[3, 4, 5]], [[1]], 4, P(), step=0, total_steps=10, seed=0,
+                    max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
+    student, teacher = FakeLLM.instances
+    assert len(teacher.requests) == 4
+    # the student continues from prompt + teacher prefix, with what is left of the length budget
+    for prompt, sp in student.requests:
+        assert prompt[:3] == [3, 4, 5] and sp.max_tokens == 8 - (len(prompt) - 3)
+    assert batch.from_teacher_BT.any()
+
+
+def test_trb_blend_is_refused(fake_vllm, models):
+    with pytest.raises(UserError, match="backend=hf"):
+        backend(models).sample_blend([[3]], [4], [1], combine=None)
+
+
+def test_missing_vllm_is_a_user_error(monkeypatch, models):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(UserError, match=r"\.\[gpu\]"):
+        backend(models)
+
+
+# ----------------------------------------------------------------------------- weight sync
+
+
+def test_weights_reach_the_engine_before_every_rollout(fake_vllm, models, tmp_path):
+    s = type(models[0]).from_pretrained(models[0].name_or_path)
+    b = backend((s, models[1]))
+    (llm,) = FakeLLM.instances
+    b.sample("student", [[3]], [2], [1])
+    assert llm.events == ["load", "reset", "generate"]  # the engine may hold stale weights at start
+    b.sample("student", [[3]], [2], [1])
+    assert llm.events[3:] == ["generate"]  # unchanged weights: no second push
+    with torch.no_grad():
+        s.lm_head.weight.mul_(2.0)  # what an optimizer step (or a checkpoint load) does
+    b.sample("student", [[3]], [2], [1])
+    assert llm.events[4:] == ["load", "reset", "generate"]
+    assert torch.equal(llm.model.loaded["lm_head.weight"], s.lm_head.weight)
+    assert "model.layers.0.self_attn.q_proj.weight" in llm.model.loaded  # HF names, vLLM maps them
+    b.sync_weights(s)  # the explicit push after an optimizer step
+    assert llm.events[7:] == ["load", "reset"] and b.syncs == 3
+
+
+def test_sleep_mode_defers_the_push_to_the_next_rollout(fake_vllm, models):
+    s = type(models[0]).from_pretrained(models[0].name_or_path)
+    b = backend((s, models[1]), sleep=True)
+    (llm,) = FakeLLM.instances
+    assert llm.kw["enable_sleep_mode"] is True
+    b.sample("student", [[3]], [2], [1])
+    assert llm.events == ["load", "reset", "generate", "sleep1"]
+    with torch.no_grad():
+        s.lm_head.weight.add_(1.0)
+    b.sync_weights(s)  # asleep: nothing to write into yet
+    assert llm.events[-1] == "sleep1"
+    b.sample("student", [[3]], [2], [1])
+    assert llm.events[4:] == ["wake", "load", "reset", "generate", "sleep1"]
+    assert torch.equal(llm.model.loaded["lm_head.weight"], s.lm_head.weight)
+
+
+def test_multi_process_runs_use_the_external_launcher(fake_vllm, models, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    backend(models)
+    assert FakeLLM.instances[0].kw["distributed_executor_backend"] == "external_launcher"
+
+
+def test_train_with_the_vllm_backend_syncs_after_every_step(fake_vllm, tiny_profile, tmp_path):
+    from tropd.config import load_config
+    from tropd.train import train
+
+    cfg = load_config(tiny_profile, method="opd", overrides=["train.backend=vllm", "train.steps=3"])
+    summary = train(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["backend"] == "vllm" and summary["status"] == "finished"
+    (llm,) = FakeLLM.instances
+    # a push before the first rollout, then one after each of the 3 optimizer steps
+    assert llm.events == ["load", "reset", "generate"] + ["load", "reset", "generate"] * 2 + ["load", "reset"]
+    from safetensors.torch import load_file
+
+    final = load_file(tmp_path / "run" / "student" / "model.safetensors")
+    assert torch.equal(llm.model.loaded["model.embed_tokens.weight"], final["model.embed_tokens.weight"])
+
+
+def test_backend_built_through_make_backend(fake_vllm, models):
+    tok = types.SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
+    b = make_backend("vllm", *models, tok, tensor_parallel_size=2, enforce_eager=True)
+    assert b.name == "vllm" and b.eos_ids == {EOS} and b.pad_id == PAD
+    assert FakeLLM.instances[0].kw["tensor_parallel_size"] == 2 and FakeLLM.instances[0].kw["enforce_eager"]
+
+
+# ----------------------------------------------------------------------------- real vLLM on a GPU
+
+
+@pytest.mark.gpu
+def test_vllm_end_to_end_on_gpu(tmp_path):
+    """Real vLLM: behaviour log-probs agree with the trainer's scoring, and a weight sync changes
+    what the engine samples from (checked against a deliberately perturbed student)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    pytest.importorskip("vllm")
+    from tropd.rollout.vllm import VLLMBackend
+    from tropd.scoring import student_forward
+
+    models = []
+    for name, hidden, seed in (("student", 128, 2), ("teacher", 256, 1)):  # head_dim 64: vLLM kernels
+        m = build_llama(V, hidden, 2, heads=2, eos_token_id=EOS, pad_token_id=PAD, seed=seed,
+                        max_positions=256)
+        m.to(torch.bfloat16).save_pretrained(tmp_path / name)
+        models.append(type(m).from_pretrained(tmp_path / name, dtype=torch.bfloat16).cuda())
+    s, t = models
+    b = VLLMBackend(s, t, None, {EOS}, PAD, gpu_memory_utilization=0.2, teacher_gpu_memory_utilization=0.2,
+                    enforce_eager=True, max_model_len=256)
+    prompts = [[3, 4, 5], [6, 7], [8, 9, 10, 11]]
+
+    def gap(model) -> float:
+        batch = collect("student", b, prompts, [[1]] * 3, 2, None, step=0, total_steps=1, seed=0,
+                        max_new_tokens=24, temperature=1.0, top_p=1.0, pad_id=PAD).to("cuda")
+        with torch.no_grad():
+            lp = student_forward(model, batch, None, chunk=64)["logp_BT"]
+        m = batch.response_mask_BT
+        return float((lp[m] - batch.behav_logp_BT[m]).abs().mean())
+
+    assert gap(s) < 0.05  # bf16 kernels differ a little, never by this much
+    with torch.no_grad():
+        s.lm_head.weight.mul_(4.0)  # a very different student
+    b.sync_weights(s)
+    assert gap(s) < 0.05
+    assert not math.isnan(gap(s))
+    guided = collect("teacher", b, prompts, [[1]] * 3, 1, None, step=0, total_steps=1, seed=0,
+                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
+    assert guided.from_teacher_BT[guided.response_mask_BT].all()

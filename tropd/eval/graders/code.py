@@ -1,0 +1,178 @@
+"""Code graders: evalplus's checker (HumanEval+, MBPP+, tiny_code) and MBPP's own asserts.
+
+Every candidate runs in tropd.eval.sandbox, one contained process per sample. For evalplus tasks
+the child runs evalplus's own `unsafe_execute` (its per-input time limits, float tolerance and
+special oracles), first on the base inputs and, if those pass, on the plus inputs; the expected
+outputs are evalplus's ground truth (the canonical solutions run once in this process, which is
+trusted data, and cached under the tropd cache by the data file's md5). evalplus's CLI is not used:
+it always waits 20 s on a sleeping thread.
+
+Solutions: the completion's first ```python block if it has one (the one defining the entry point
+when several do), else the raw completion. If the code defines the entry point it is appended to
+the problem's prompt (which keeps the prompt's imports); otherwise it is taken as the body that
+continues the prompt, as in HumanEval. MBPP's sanitized problems are natural language, so there
+the code alone is the solution.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+from tropd.errors import UserError
+from tropd.eval import cache_dir, sandbox, stats
+
+MIN_TIME_LIMIT = 1.0  # evalplus's defaults: per-input limit = max(1 s, 4 x canonical time)
+GT_TIME_FACTOR = 4.0  # env TROPD_EVALPLUS_MIN_TIME / TROPD_EVALPLUS_TIME_FACTOR override both, for
+# machines much busier than the one that timed the canonical solutions (the limits are wall-clock)
+PHASE_CAP_S = 60.0  # evalplus's per-task cap
+MBPP_TEST_LIMIT = 5.0  # seconds per MBPP assert (the reference solutions take milliseconds)
+
+_OVERRIDE = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
+_PROBLEMS: dict[tuple[str, str], dict] = {}
+_TRUTH: dict[tuple[str, str], dict] = {}
+_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def _evalplus_data(dataset: str, path: Path):
+    """evalplus's data module, pointed at `path` (env var before import; module global after)."""
+    os.environ[_OVERRIDE[dataset]] = str(path)
+    if dataset == "humaneval":
+        import evalplus.data.humaneval as mod
+    else:
+        import evalplus.data.mbpp as mod
+    setattr(mod, _OVERRIDE[dataset], str(path))  # read at import; one process may grade several files
+    return mod
+
+
+def load_problems(dataset: str, path: Path) -> dict:
+    """{task_id: problem} in file order, through evalplus's loader (MBPP+ inputs deserialised)."""
+    key = (dataset, str(path))
+    if key not in _PROBLEMS:
+        mod = _evalplus_data(dataset, path)
+        with redirect_stdout(sys.stderr):
+            load = mod.get_human_eval_plus if dataset == "humaneval" else mod.get_mbpp_plus
+            try:
+                problems = load(err_incomplete=False)
+            except (KeyError, ValueError, TypeError) as e:
+                raise UserError(f"{path}: not in evalplus format ({type(e).__name__}: {e})") from None
+        for tid, p in problems.items():
+            missing = [k for k in ("task_id", "prompt", "entry_point", "canonical_solution", "base_input",
+                                   "plus_input") if k not in p]
+            if missing:
+                raise UserError(f"{path}: problem {tid} lacks field(s) {', '.join(missing)}")
+            p.setdefault("atol", 0)
+            p.setdefault("contract", "")
+        if not problems:
+            raise UserError(f"{path}: no problems")
+        _PROBLEMS[key] = problems
+    return _PROBLEMS[key]
+
+
+def ground_truth(dataset: str, path: Path) -> dict:
+    """evalplus's expected outputs and canonical timings per task, cached by the file's md5."""
+    key = (dataset, str(path))
+    if key not in _TRUTH:
+        problems = load_problems(dataset, path)
+        mod = _evalplus_data(dataset, path)
+        import evalplus.evaluate as ev
+        from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+
+        ev.CACHE_DIR = str(cache_dir() / "evalplus")  # instead of ~/.cache/evalplus
+        hashcode = mod.get_human_eval_plus_hash() if dataset == "humaneval" else mod.get_mbpp_plus_hash()
+        not_none = MBPP_OUTPUT_NOT_NONE_TASKS if dataset == "mbpp" else []
+        with redirect_stdout(sys.stderr):
+            _TRUTH[key] = ev.get_groundtruth(problems, hashcode, not_none)
+    return _TRUTH[key]
+
+
+def extract_code(completion: str, entry_point: str | None = None) -> str:
+    """The python code in a completion: a fenced block if any (preferring the entry point's)."""
+    blocks = [code for lang, code in _FENCE.findall(completion)
+              if lang.lower() in ("", "python", "py", "python3")]
+    if not blocks:
+        return completion
+    if entry_point:
+        for b in blocks:
+            if re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", b, re.M):
+                return b
+    return blocks[0]
+
+
+def solution(prompt: str, completion: str, entry_point: str) -> str:
+    code = extract_code(completion, entry_point)
+    if re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.M):
+        return prompt + "\n" + code
+    return prompt + code
+
+
+def _phase(name: str, inputs: list, expected: list, times: list[float]) -> dict:
+    floor = float(os.environ.get("TROPD_EVALPLUS_MIN_TIME", MIN_TIME_LIMIT))
+    factor = float(os.environ.get("TROPD_EVALPLUS_TIME_FACTOR", GT_TIME_FACTOR))
+    limits = [max(floor, factor * t) for t in times]
+    return {"name": name, "inputs": inputs, "expected": expected, "time_limits": limits}
+
+
+def _budget(phases: list[dict]) -> float:
+    return sum(min(PHASE_CAP_S, sum(p["time_limits"])) + 1.0 for p in phases)
+
+
+def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plus: bool = True,
+                   workers: int | None = None) -> list[dict]:
+    """[(task_id, completion)] -> [{"base": status, "plus": status | None}] ("pass"/"fail"/"timeout").
+
+    "plus" is None where it was not run: base inputs failed (the plus metric needs both), or the
+    task is base-only.
+    """
+    problems, truth = load_problems(dataset, path), ground_truth(dataset, path)
+    jobs = []
+    for tid, completion in samples:
+        p, gt = problems[tid], truth[tid]
+        phases = [_phase("base", p["base_input"], gt["base"], gt["base_time"])]
+        if plus:
+            phases.append(_phase("plus", p["plus_input"], gt["plus"], gt["plus_time"]))
+        job = {"kind": "evalplus", "dataset": dataset, "entry_point": p["entry_point"],
+               "code": solution(p["prompt"], completion, p["entry_point"]), "atol": p["atol"],
+               "fast_check": True, "phases": phases}
+        jobs.append((job, sandbox.Limits(wall_s=_budget(phases))))
+    out = []
+    for o in sandbox.run_many(jobs, workers):
+        res = o.result if isinstance(o.result, dict) else {}
+        lost = "timeout" if o.status == "timeout" else "fail"  # no verdict: killed or crashed
+        base = res.get("base") or lost
+        out.append({"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
+                    "sandbox": o.status if o.status != "ok" else None})
+    return out
+
+
+def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> list[dict]:
+    """[(completion, ref with tests/setup)] -> [{"status", "passed_tests"}] with MBPP's own asserts."""
+    jobs = []
+    for completion, ref in samples:
+        job = {"kind": "asserts", "code": extract_code(completion), "setup": ref.get("setup", ""),
+               "tests": list(ref["tests"]), "time_limit": MBPP_TEST_LIMIT}
+        jobs.append((job, sandbox.Limits(wall_s=MBPP_TEST_LIMIT * (len(ref["tests"]) + 1))))
+    out = []
+    for o in sandbox.run_many(jobs, workers):
+        res = o.result if o.status == "ok" and isinstance(o.result, dict) else {}
+        status = res.get("status") or ("timeout" if o.status == "timeout" else "fail")
+        out.append({"status": status, "passed_tests": res.get("passed", 0),
+                    "sandbox": o.status if o.status != "ok" else None})
+    return out
+
+
+def summarize(per_item: list[list[dict]], keys: list[tuple[str, str]]) -> dict:
+    """pass@k metrics: `keys` = [(metric prefix, result field)], a sample passing if the field is "pass".
+
+    With several samples per item, pass@1 and pass@n (n = fewest samples of any item) are reported,
+    both with the unbiased estimator.
+    """
+    n_min = min(len(s) for s in per_item)
+    metrics = {}
+    for prefix, fieldname in keys:
+        for k in stats.ks_for(n_min):
+            vals = [stats.pass_at_k(len(s), sum(r[fieldname] == "pass" for r in s), k) for s in per_item]
+            metrics[f"{prefix}pass@{k}"] = stats.mean_ci(vals)
+    return metrics

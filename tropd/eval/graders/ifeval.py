@@ -1,0 +1,174 @@
+"""Instruction-following graders: IFEval (and tiny_instruct) with lm-eval's own checkers, IFBench
+with the IFBench checkers packaged on PyPI as `if-verifiable` (a re-packaging of allenai/IFBench's
+`instructions.py`; the official `nvidia-ifbench` wheel downloads a spaCy model at import).
+
+Both report prompt- and instruction-level accuracy, strict (the response as is) and loose (the
+best of the response with its first / last line removed and '*' stripped), as the IFEval paper.
+
+Offline caveats, both recorded per sample in `grader_note`:
+- NLTK's Punkt sentence model (`punkt_tab`) is data that nltk downloads on first use; it is not
+  on this machine and nothing here downloads. Where it is missing, the checkers that split
+  sentences (IFEval: length_constraints:number_sentences, change_case:capital_word_frequency;
+  several IFBench ones) use an untrained Punkt tokenizer (same algorithm, no learned abbreviations).
+- IFBench checkers that need NLTK's POS tagger or stop-word list cannot run without that data;
+  those instructions are "unscorable": left out of the instruction-level ratio, and their prompts
+  left out of the prompt-level mean (the `scorable` metric says how many instructions remain).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import random
+from contextlib import redirect_stdout
+
+from tropd.eval import stats
+
+SPLIT_AFFECTED = {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
+UNTRAINED_NOTE = "sentence splitting with an untrained Punkt tokenizer (nltk punkt_tab data not installed)"
+
+
+def _no_downloads(import_fn):
+    """Import a checker library with nltk.download disabled (it would fetch data at import)."""
+    import nltk
+
+    real = nltk.download
+    nltk.download = lambda *a, **k: False
+    try:
+        with redirect_stdout(io.StringIO()):  # lm-eval prints "Downloaded punkt_tab" regardless
+            return import_fn()
+    finally:
+        nltk.download = real
+
+
+@functools.lru_cache(maxsize=None)
+def punkt_available() -> bool:
+    from nltk.tokenize import punkt_model_available
+
+    return bool(punkt_model_available("english"))
+
+
+@functools.lru_cache(maxsize=None)
+def _install_sentence_fallback() -> None:
+    """Where punkt_tab is missing, nltk's sentence splitter falls back to an untrained Punkt."""
+    if punkt_available():
+        return
+    import nltk.tokenize
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    untrained = PunktSentenceTokenizer()
+    nltk.tokenize._get_punkt_tokenizer = lambda language="english": untrained
+
+
+@functools.lru_cache(maxsize=None)
+def _lm_eval_ifeval():
+    def load():
+        from lm_eval.tasks.ifeval import instructions_util, utils
+
+        return utils, instructions_util
+
+    utils, util = _no_downloads(load)
+    _install_sentence_fallback()
+    if not punkt_available():
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+        untrained = PunktSentenceTokenizer()
+        util._get_sentence_tokenizer = lambda: untrained
+    return utils
+
+
+@functools.lru_cache(maxsize=None)
+def ifbench_registry() -> dict:
+    def load():
+        from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
+
+        return INSTRUCTION_DICT
+
+    try:
+        reg = _no_downloads(load)
+    except ImportError:
+        from tropd.errors import UserError
+
+        raise UserError("ifbench needs the `if-verifiable` package (pip install if-verifiable)") from None
+    _install_sentence_fallback()
+    return reg
+
+
+def _variants(response: str) -> list[str]:
+    """IFEval's loose variants: first / last / both lines removed, each with and without '*'."""
+    lines = response.split("\n")
+    cut = ["\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    base = [response, *cut]
+    return base + [r.replace("*", "") for r in base]
+
+
+def grade_ifeval(pairs: list[tuple[dict, str]]) -> list[dict]:
+    """[(ref doc, response)] -> per-sample {"strict": [bool], "loose": [bool], "grader_note"}."""
+    utils = _lm_eval_ifeval()
+    note = None if punkt_available() else UNTRAINED_NOTE
+    out = []
+    for doc, response in pairs:
+        random.seed(0)  # checkers draw random parameters for any argument the data leaves unset
+        r = utils.process_results(doc, [response])
+        affected = note if SPLIT_AFFECTED & set(doc["instruction_id_list"]) else None
+        out.append({"strict": [bool(x) for x in r["inst_level_strict_acc"]],
+                    "loose": [bool(x) for x in r["inst_level_loose_acc"]], "grader_note": affected})
+    return out
+
+
+def _ifbench_one(reg: dict, doc: dict, response: str) -> tuple[list, list, str | None]:
+    strict, loose, note = [], [], None
+    variants = _variants(response)
+    for iid, kw in zip(doc["instruction_id_list"], doc["kwargs"]):
+        random.seed(0)
+        try:
+            checker = reg[iid](iid)
+            checker.build_description(**{k: v for k, v in (kw or {}).items() if v is not None})
+            args = checker.get_instruction_args()
+            if args and "prompt" in args:
+                checker.build_description(prompt=doc["prompt"])
+            strict.append(bool(response.strip() and checker.check_following(response)))
+            loose.append(any(v.strip() and checker.check_following(v) for v in variants))
+        except LookupError as e:  # nltk data missing
+            strict.append(None)
+            loose.append(None)
+            note = f"unscorable offline: {iid} ({str(e).strip().splitlines()[0][:80]})"
+    return strict, loose, note
+
+
+def grade_ifbench(pairs: list[tuple[dict, str]]) -> list[dict]:
+    """As grade_ifeval with the IFBench checkers; an instruction that cannot be checked is None."""
+    reg = ifbench_registry()
+    out = []
+    for doc, response in pairs:
+        unknown = [i for i in doc["instruction_id_list"] if i not in reg]
+        if unknown:
+            from tropd.errors import UserError
+
+            raise UserError(f"ifbench item {doc['key']}: unknown instruction id(s) {unknown}")
+        strict, loose, note = _ifbench_one(reg, doc, response)
+        if note is None and not punkt_available():
+            note = UNTRAINED_NOTE
+        out.append({"strict": strict, "loose": loose, "grader_note": note})
+    return out
+
+
+def summarize(per_item: list[list[dict]]) -> dict:
+    """prompt_* = share of samples following every instruction, averaged per item then over items;
+    inst_* = followed instructions over all instructions (ratio, bootstrapped by item).
+    Unscorable instructions (None) are left out; so are prompts with any unscorable instruction."""
+    metrics = {}
+    for mode in ("strict", "loose"):
+        prompt_vals, num, den = [], [], []
+        for samples in per_item:
+            scorable = [s for s in samples if None not in s[mode]]
+            if scorable:
+                prompt_vals.append(sum(all(s[mode]) for s in scorable) / len(scorable))
+            num.append(sum(sum(x for x in s[mode] if x is not None) for s in samples) / len(samples))
+            den.append(sum(sum(x is not None for x in s[mode]) for s in samples) / len(samples))
+        metrics[f"prompt_{mode}"] = stats.mean_ci(prompt_vals) if prompt_vals else {"mean": 0.0, "ci95": [0.0, 0.0]}
+        metrics[f"inst_{mode}"] = stats.ratio_ci(num, den) if sum(den) else {"mean": 0.0, "ci95": [0.0, 0.0]}
+    total = sum(len(s[0]["strict"]) for s in per_item)
+    known = sum(sum(x is not None for x in s[0]["strict"]) for s in per_item)
+    if known < total:
+        metrics["scorable"] = {"mean": known / total, "ci95": [known / total, known / total]}
+    return metrics

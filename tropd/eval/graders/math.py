@@ -1,0 +1,111 @@
+"""Math graders: GSM8K final numbers and \\boxed{} answers checked with math-verify.
+
+- GSM8K (and tiny_math): the prediction is the first number after the last '####', else the last
+  number in the completion; it is correct if it equals the gold number (after '####' in the
+  reference) exactly as a decimal, after removing ',' and '$' (lm-eval's and verl's rule).
+- MATH-500 / AIME: the prediction is the content of the last \\boxed{} (or \\fbox{}); gold and
+  prediction are each parsed by math-verify as a boxed expression, gold first, and compared with
+  `verify(gold, pred)` (symbolic / numeric equivalence). No \\boxed{} means wrong.
+
+math-verify bounds its parsing and comparison with SIGALRM, which only works in a process's main
+thread (elsewhere it fails and reports "wrong" silently). So grading runs in the calling thread
+only when that is the main thread; otherwise the same function runs in a one-process pool, in that
+worker's main thread.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from decimal import Decimal, InvalidOperation
+
+from tropd.eval import stats
+
+VERIFY_TIMEOUT_S = 5
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def _number(s: str) -> Decimal | None:
+    s = s.replace(",", "").replace("$", "").rstrip(".")
+    try:
+        return Decimal(s)
+    except InvalidOperation:
+        return None
+
+
+def gsm8k_extract(text: str) -> str | None:
+    """The number after the last '####' if there is one, else the last number in the text."""
+    if "####" in text:
+        nums = _NUMBER.findall(text.split("####")[-1])
+        if nums:
+            return nums[0].replace(",", "").replace("$", "")
+    nums = _NUMBER.findall(text)
+    return nums[-1].replace(",", "").replace("$", "") if nums else None
+
+
+def gsm8k_correct(gold: str, pred: str | None) -> bool:
+    if pred is None:
+        return False
+    g, p = _number(gold), _number(pred)
+    return g is not None and p is not None and g == p
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...} (braces matched), or None."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j]
+    return None
+
+
+def _boxed_correct(gold: str, pred: str | None) -> bool:
+    from math_verify import parse, verify
+
+    if pred is None:
+        return False
+    g = parse(f"\\boxed{{{gold}}}", parsing_timeout=VERIFY_TIMEOUT_S)
+    p = parse(f"\\boxed{{{pred}}}", parsing_timeout=VERIFY_TIMEOUT_S)
+    return bool(g) and bool(p) and bool(verify(g, p, timeout_seconds=VERIFY_TIMEOUT_S))
+
+
+def _grade(kind: str, pairs: list[tuple[str, str]]) -> list[dict]:
+    out = []
+    for gold, completion in pairs:
+        if kind == "gsm8k":
+            pred = gsm8k_extract(completion)
+            ok = gsm8k_correct(gold, pred)
+        else:
+            pred = last_boxed(completion)
+            ok = _boxed_correct(gold, pred)
+        out.append({"gold": gold, "pred": pred, "correct": ok})
+    return out
+
+
+def grade(kind: str, pairs: list[tuple[str, str]]) -> list[dict]:
+    """[(gold, completion)] -> [{"gold", "pred", "correct"}]; kind is "gsm8k" or "boxed"."""
+    if kind == "gsm8k" or threading.current_thread() is threading.main_thread():
+        return _grade(kind, pairs)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_grade, kind, pairs).result()
+
+
+def summarize(per_item: list[list[dict]]) -> dict:
+    """acc = avg@k (mean over items of the share of correct samples); pass@n for n > 1 samples;
+    extracted = share of samples with an answer found at all (a diagnostic)."""
+    n_min = min(len(s) for s in per_item)
+    metrics = {"acc": stats.mean_ci([sum(r["correct"] for r in s) / len(s) for s in per_item])}
+    if n_min > 1:
+        metrics[f"pass@{n_min}"] = stats.mean_ci(
+            [stats.pass_at_k(len(s), sum(r["correct"] for r in s), n_min) for s in per_item])
+    metrics["extracted"] = stats.mean_ci([sum(r["pred"] is not None for r in s) / len(s) for s in per_item])
+    return metrics

@@ -1,0 +1,177 @@
+"""Evaluation tasks: where each benchmark's data lives, how its items are read and prompted, and
+which grader and headline metric it uses.
+
+Real benchmarks are read from the vendored copies in `shared/benchmarks` (setting: env
+TROPD_BENCHMARKS, default `<repo>/../shared/benchmarks`); the tiny synthetic tasks from the
+profile's `paths.data`, in the same file formats (GSM8K, HumanEval+ with evalplus fields, IFEval)
+so the same graders score them. An item's id is the dataset's own (task_id, unique_id, id, key) or
+`<task>/<line index>` where the data has none.
+
+Prompts for real benchmarks add the usual instruction (answer after '####', answer in \\boxed{},
+code in a markdown block); the tiny tasks are prompted with the raw text the tiny models were
+trained on.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tropd.config import REPO_ROOT, RunConfig
+from tropd.errors import UserError
+from tropd.io import read_jsonl
+
+GSM8K_SUFFIX = '\nLet\'s think step by step and output the final answer after "####".'
+BOXED_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem "
+                    "in a markdown code block:\n```\n{prompt}\n```\n")
+MBPP_INSTRUCTION = ("You are an expert Python programmer, and here is your task: {text} Your code "
+                    "should pass these tests:\n\n{tests}\n\nWrite the code in a markdown code block.")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    prompt: str  # the user message (the chat template is applied at generation)
+    ref: dict = field(default_factory=dict)  # what the grader needs (gold answer, tests, checkers)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    domain: str  # "math" | "code" | "general" | "instruct"
+    grader: str  # "gsm8k" | "boxed" | "evalplus" | "mbpp" | "ifeval" | "ifbench" | "mmlu"
+    primary: str  # the headline metric's name in the summary
+    path: Callable[[RunConfig | None], Path]
+    load: Callable[[Path, "Task"], list[Item]]
+    evalplus: str | None = None  # evalplus dataset ("humaneval" | "mbpp") for code tasks
+    plus: bool = True  # code: run the extra (plus) inputs too
+
+
+def benchmarks_root() -> Path:
+    env = os.environ.get("TROPD_BENCHMARKS")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "benchmarks"
+
+
+def _bench(rel: str) -> Callable[[RunConfig | None], Path]:
+    def path(cfg: RunConfig | None) -> Path:
+        p = benchmarks_root() / rel
+        if not p.is_file():
+            raise UserError(f"benchmark file not found: {p} (set TROPD_BENCHMARKS to the benchmarks folder)")
+        return p
+    return path
+
+
+def _tiny(rel: str) -> Callable[[RunConfig | None], Path]:
+    def path(cfg: RunConfig | None) -> Path:
+        if cfg is None:
+            raise UserError("tiny tasks read <paths.data> from a config: pass --config")
+        p = cfg.resolve(cfg.paths.data) / rel
+        if not p.is_file():
+            raise UserError(f"tiny task data not found: {p} (run `tropd prepare --config <profile>`)")
+        return p
+    return path
+
+
+def _rows(path: Path, need: tuple[str, ...]) -> list[dict]:
+    rows = read_jsonl(path)
+    for i, r in enumerate(rows):
+        missing = [k for k in need if k not in r]
+        if missing:
+            raise UserError(f"{path}: item {i} lacks field(s) {', '.join(missing)}")
+    if not rows:
+        raise UserError(f"{path}: no items")
+    return rows
+
+
+def gsm8k_final(answer: str) -> str:
+    """The gold number of a GSM8K answer: the text after the last '####'."""
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+def _load_gsm8k(path: Path, task: Task) -> list[Item]:
+    suffix = "" if task.name.startswith("tiny_") else GSM8K_SUFFIX
+    return [Item(f"{task.name}/{i}", r["question"] + suffix, {"answer": gsm8k_final(r["answer"])})
+            for i, r in enumerate(_rows(path, ("question", "answer")))]
+
+
+def _load_boxed(id_key: str) -> Callable[[Path, Task], list[Item]]:
+    def load(path: Path, task: Task) -> list[Item]:
+        return [Item(str(r[id_key]), r["problem"] + BOXED_SUFFIX, {"answer": str(r["answer"])})
+                for r in _rows(path, (id_key, "problem", "answer"))]
+    return load
+
+
+def _load_evalplus(path: Path, task: Task) -> list[Item]:
+    from tropd.eval.graders.code import load_problems
+
+    problems = load_problems(task.evalplus, path)
+    raw = task.name.startswith("tiny_")
+    return [Item(tid, p["prompt"] if raw else CODE_INSTRUCTION.format(prompt=p["prompt"].strip()),
+                 {"task_id": tid, "path": str(path)})
+            for tid, p in problems.items()]
+
+
+def _load_mbpp(path: Path, task: Task) -> list[Item]:
+    items = []
+    for r in _rows(path, ("task_id", "prompt", "test_list")):
+        tests = "\n".join(r["test_list"])
+        items.append(Item(str(r["task_id"]), MBPP_INSTRUCTION.format(text=r["prompt"], tests=tests),
+                          {"tests": r["test_list"], "setup": "\n".join(r.get("test_imports", []))}))
+    return items
+
+
+def _load_ifeval(path: Path, task: Task) -> list[Item]:
+    return [Item(str(r["key"]), r["prompt"],
+                 {"key": r["key"], "prompt": r["prompt"], "instruction_id_list": r["instruction_id_list"],
+                  "kwargs": r["kwargs"]})
+            for r in _rows(path, ("key", "prompt", "instruction_id_list", "kwargs"))]
+
+
+def _load_mmlu(path: Path, task: Task) -> list[Item]:
+    items = []
+    for i, r in enumerate(_rows(path, ("question", "choices", "answer"))):
+        idx = r.get("answer_index", "ABCD".find(str(r["answer"])))
+        items.append(Item(f"{task.name}/{i}", r["question"],
+                          {"question": r["question"], "choices": r["choices"], "answer_index": idx,
+                           "subject": r.get("subject", "")}))
+    return items
+
+
+_T = Task
+TASKS: dict[str, Task] = {t.name: t for t in [
+    _T("gsm8k", "math", "gsm8k", "acc", _bench("gsm8k/test.jsonl"), _load_gsm8k),
+    _T("math500", "math", "boxed", "acc", _bench("math500/test.jsonl"), _load_boxed("unique_id")),
+    _T("aime24", "math", "boxed", "acc", _bench("aime24/test.jsonl"), _load_boxed("id")),
+    _T("aime25", "math", "boxed", "acc", _bench("aime25/test.jsonl"), _load_boxed("id")),
+    _T("humaneval", "code", "evalplus", "base_pass@1", _bench("humanevalplus/HumanEvalPlus.jsonl.gz"),
+       _load_evalplus, evalplus="humaneval", plus=False),
+    _T("humanevalplus", "code", "evalplus", "plus_pass@1", _bench("humanevalplus/HumanEvalPlus.jsonl.gz"),
+       _load_evalplus, evalplus="humaneval"),
+    _T("mbpp", "code", "mbpp", "pass@1", _bench("mbpp/sanitized-mbpp.jsonl"), _load_mbpp),
+    _T("mbppplus", "code", "evalplus", "plus_pass@1", _bench("mbppplus/MbppPlus.jsonl.gz"),
+       _load_evalplus, evalplus="mbpp"),
+    _T("ifeval", "instruct", "ifeval", "prompt_strict", _bench("ifeval/input_data.jsonl"), _load_ifeval),
+    _T("ifbench", "instruct", "ifbench", "prompt_strict", _bench("ifbench/IFBench_test.jsonl"), _load_ifeval),
+    _T("mmlu", "general", "mmlu", "acc", _bench("mmlu/test.jsonl.gz"), _load_mmlu),
+    _T("tiny_math", "math", "gsm8k", "acc", _tiny("math/test.jsonl"), _load_gsm8k),
+    _T("tiny_code", "code", "evalplus", "plus_pass@1", _tiny("code/test.jsonl"), _load_evalplus,
+       evalplus="humaneval"),
+    _T("tiny_instruct", "instruct", "ifeval", "prompt_strict", _tiny("instruct/test.jsonl"), _load_ifeval),
+]}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}' (tasks: {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def load_items(task: Task, cfg: RunConfig | None, limit: int = 0) -> list[Item]:
+    """The task's items in file order; `limit` > 0 keeps the first `limit`."""
+    items = task.load(task.path(cfg), task)
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{task.path(cfg)}: duplicate item ids")
+    return items[:limit] if limit > 0 else items

@@ -1,0 +1,190 @@
+"""`tropd eval` (generate with a model, then score) and `tropd score` (score completions from a file).
+
+Both write, atomically, a per-sample JSONL beside OUT (OUT with .json replaced by .samples.jsonl)
+and the summary JSON OUT that the aggregate step reads:
+
+  {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics": {name: {"mean", "ci95"}},
+   "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit"}, "config_hash",
+   "code_version", "wall_s"}
+
+Metric values are fractions in [0, 1]; ci95 is a seeded percentile bootstrap over items
+(tropd.eval.stats). `score` cannot know how the completions were decoded: its decoding block has
+k = the fewest samples of any id, and null temperature / max_new_tokens / seed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tropd.config import REPO_ROOT, ModelSpec, RunConfig, code_version, config_hash, load_config
+from tropd.errors import UserError
+from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+
+
+def samples_path(out: str | Path) -> Path:
+    out = str(out)
+    return Path(out[: -len(".json")] + ".samples.jsonl" if out.endswith(".json") else out + ".samples.jsonl")
+
+
+def _config_path(path: str) -> Path | None:
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (REPO_ROOT / p).is_file():
+        return REPO_ROOT / p
+    return None
+
+
+def _load_cfg(path: str, required: bool) -> RunConfig | None:
+    p = _config_path(path)
+    if p is None:
+        if required:
+            raise UserError(f"config file not found: {path}")
+        return None
+    return load_config(p)
+
+
+def _model_spec(cfg: RunConfig, model: str) -> ModelSpec:
+    """The profile's teacher/student spec when --model is one of them (dtype, device); else defaults."""
+    target = Path(model).resolve()
+    for spec in (cfg.teacher, cfg.student):
+        if spec.path and cfg.resolve(spec.path).resolve() == target:
+            return ModelSpec(path=str(target), gguf_file=spec.gguf_file, dtype=spec.dtype, device=spec.device)
+    return ModelSpec(path=model)
+
+
+def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: str | None,
+           decoding: dict, cfg: RunConfig | None, t0: float) -> dict:
+    from tropd.eval.graders import summarize
+
+    metrics = summarize(task, per_item)
+    summary = {
+        "task": task.name, "domain": task.domain, "model": model, "n_items": len(per_item),
+        "n_samples": len(rows), "primary": task.primary, "metrics": metrics, "decoding": decoding,
+        "config_hash": config_hash(cfg) if cfg is not None else None, "code_version": code_version(),
+        "wall_s": round(time.time() - t0, 3),
+    }
+    atomic_write_jsonl(samples_path(out), rows)
+    atomic_write_json(out, summary)
+    m = metrics[task.primary]
+    print(f"{task.name}: {task.primary} = {m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] "
+          f"({len(per_item)} items, {len(rows)} samples, {summary['wall_s']:.1f} s) -> {out}")
+    return summary
+
+
+def _per_item(samples: list[tuple[int, str]], results: list[dict]) -> list[list[dict]]:
+    groups: dict[int, list[dict]] = defaultdict(list)
+    for (i, _), r in zip(samples, results):
+        groups[i].append(r)
+    return [groups[i] for i in sorted(groups)]
+
+
+def eval_main(args: argparse.Namespace) -> int:
+    """Generate and score one or more tasks with one model load (tasks share the process start-up,
+    which dominates small evaluations)."""
+    t0 = time.time()
+    from tropd.eval.tasks import get_task, load_items
+
+    cfg = _load_cfg(args.config, required=True)
+    names = [t for t in args.task.split(",") if t]
+    if not names:
+        raise UserError("--task: no task given")
+    if len(names) > 1 and "{task}" not in args.out:
+        raise UserError(f"--out {args.out}: several tasks need a {{task}} placeholder in --out")
+    tasks = [get_task(n) for n in names]
+    e = cfg.eval
+    k = args.k if args.k is not None else e.k
+    temperature = args.temperature if args.temperature is not None else e.temperature
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else e.max_new_tokens
+    limit = args.limit if args.limit is not None else e.limit
+    if k < 1 or max_new < 1 or temperature < 0 or limit < 0:
+        raise UserError("need --k >= 1, --max-new-tokens >= 1, --temperature >= 0, --limit >= 0")
+    if k > 1 and temperature == 0:
+        raise UserError(f"--k {k} samples need --temperature > 0")
+    items_by_task = [load_items(task, cfg, limit) for task in tasks]  # every input checked first
+
+    import torch
+
+    from tropd.models import load_model, load_tokenizer
+
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    spec = _model_spec(cfg, args.model)
+    model, tok = load_model(spec, role="eval model"), load_tokenizer(spec)
+    for task, items in zip(tasks, items_by_task):
+        _eval_task(task, items, model, tok, args, cfg, k, temperature, max_new, limit)
+    print(f"eval: {len(tasks)} task(s) in {time.time() - t0:.1f} s")
+    return 0
+
+
+def _eval_task(task, items, model, tok, args, cfg, k, temperature, max_new, limit) -> None:
+    t0 = time.time()
+    e = cfg.eval
+    out = args.out.replace("{task}", task.name)
+    if task.grader == "mmlu":  # log-likelihood scoring: nothing is generated
+        from tropd.eval.graders import mmlu
+
+        results = mmlu.loglik_eval(model, tok, items, e.batch_size, args.seed)
+        samples = [(i, r["pred"]) for i, r in enumerate(results)]
+        rows = [{"id": items[i].id, "sample": 0, "completion": text, **r}
+                for (i, text), r in zip(samples, results)]
+        decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 0, "seed": args.seed, "limit": limit}
+    else:
+        from tropd.eval.generate import generate
+        from tropd.eval.graders import grade
+
+        gens = generate(model, tok, [it.prompt for it in items], k, temperature, max_new, args.seed,
+                        task.name, [it.id for it in items], e.batch_size)
+        samples = [(g.item, g.text) for g in gens]
+        results = grade(task, items, samples)
+        rows = [{"id": items[g.item].id, "sample": g.sample, "completion": g.text, "n_tokens": g.n_tokens,
+                 "finished": g.finished, **r} for g, r in zip(gens, results)]
+        decoding = {"k": k, "temperature": float(temperature), "max_new_tokens": max_new,
+                    "seed": args.seed, "limit": limit}
+    _write(out, task, rows, _per_item(samples, results), args.model, decoding, cfg, t0)
+
+
+def score_main(args: argparse.Namespace) -> int:
+    t0 = time.time()
+    from tropd.eval.graders import grade
+    from tropd.eval.tasks import get_task, load_items
+
+    task = get_task(args.task)
+    cfg = _load_cfg(args.config, required=task.name.startswith("tiny_"))
+    items = load_items(task, cfg)
+    index = {it.id: i for i, it in enumerate(items)}
+    lines = read_jsonl(args.samples)
+    if not lines:
+        raise UserError(f"{args.samples}: no samples")
+    samples, unknown, counts = [], [], defaultdict(int)
+    for n, row in enumerate(lines, 1):
+        if "id" not in row or not isinstance(row.get("completion"), str):
+            raise UserError(f"{args.samples}: line {n} needs 'id' and a string 'completion'")
+        key = str(row["id"])
+        if key not in index:
+            unknown.append(key)
+            continue
+        samples.append((index[key], row["completion"]))
+        counts[key] += 1
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        raise UserError(f"{args.samples}: {len(unknown)} id(s) not in task {task.name}: {shown}")
+    results = grade(task, items, samples)
+    seen: dict[int, int] = defaultdict(int)
+    rows = []
+    for (i, text), r in zip(samples, results):
+        rows.append({"id": items[i].id, "sample": seen[i], "completion": text, **r})
+        seen[i] += 1
+    decoding = {"k": min(counts.values()), "temperature": None, "max_new_tokens": None, "seed": None,
+                "limit": 0}
+    _write(args.out, task, rows, _per_item(samples, results), None, decoding, cfg, t0)
+    return 0
+
+
+if __name__ == "__main__":
+    from tropd.cli import main
+
+    sys.exit(main(sys.argv[1:]))

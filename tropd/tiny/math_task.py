@@ -1,0 +1,79 @@
+"""Synthetic GSM8K-style word problems: one or two arithmetic steps with small numbers.
+
+Teacher style: one equation per step, then `#### N` (GSM8K's final-answer line), e.g.
+`7+5=12\n12-3=9\n#### 9`. Other style (the student's `mismatch` share): the bare `#### N`.
+Two-step problems answered directly need the whole computation in one token position, which a
+tiny model does badly, so the other style is both far from the teacher and weaker.
+"""
+from __future__ import annotations
+
+import random
+
+from tropd.tiny.synthetic import Item
+
+NAMES = ["Ann", "Bob", "Tom", "Sam", "Eva", "Max", "Mia", "Leo", "Zoe", "Ben", "Kim", "Ali"]
+THINGS = ["pens", "cards", "eggs", "books", "coins", "cups", "hats", "toys", "nuts", "cars"]
+
+
+def _steps(kind: str, r: random.Random) -> tuple[str, list[tuple[int, str, int, int]]]:
+    """A question template and its steps [(left, op, right, result), ...].
+
+    Numbers stay small (every operand 2..6 against results up to 26), so the arithmetic facts a
+    step needs are few enough for a 0.5M-parameter model to learn in a few hundred SFT steps;
+    the difficulty is in chaining the steps.
+    """
+    d = lambda: r.randint(2, 6)  # noqa: E731
+    if kind == "add":
+        a, b = d(), d()
+        return f"{{n}} has {a} {{t}}, gets {b} more. How many now?", [(a, "+", b, a + b)]
+    if kind == "sub":
+        a = r.randint(5, 12)
+        b = r.randint(2, min(6, a - 1))
+        return f"{{n}} has {a} {{t}}, loses {b}. How many left?", [(a, "-", b, a - b)]
+    if kind == "mul":
+        a, b = d(), d()
+        return f"{{n}} buys {a} bags of {b} {{t}}. How many {{t}}?", [(a, "*", b, a * b)]
+    if kind == "add_sub":
+        a, b = d(), d()
+        c = r.randint(2, min(6, a + b - 1))
+        return (f"{{n}} has {a} {{t}}, gets {b}, loses {c}. How many left?",
+                [(a, "+", b, a + b), (a + b, "-", c, a + b - c)])
+    if kind == "mul_add":
+        a, b, c = r.randint(2, 4), r.randint(2, 5), d()
+        return (f"{{n}} buys {a} bags of {b} {{t}}, finds {c}. How many now?",
+                [(a, "*", b, a * b), (a * b, "+", c, a * b + c)])
+    if kind == "mul_sub":
+        a, b = r.randint(2, 4), r.randint(2, 5)
+        c = r.randint(2, min(6, a * b - 1))
+        return (f"{{n}} buys {a} bags of {b} {{t}}, loses {c}. How many left?",
+                [(a, "*", b, a * b), (a * b, "-", c, a * b - c)])
+    if kind == "more":
+        a, b = d(), d()
+        return (f"{{n}} has {a} {{t}}. {{m}} has {b} more. How many in all?",
+                [(a, "+", b, a + b), (a, "+", a + b, 2 * a + b)])
+    raise ValueError(kind)
+
+
+KINDS = ["add", "sub", "mul", "add_sub", "mul_add", "mul_sub", "more"]
+
+
+def make_item(r: random.Random) -> Item:
+    template, steps = _steps(r.choice(KINDS), r)
+    n, m = r.sample(NAMES, 2)
+    question = template.format(n=n, m=m, t=r.choice(THINGS))
+    final = steps[-1][3]
+    work = "\n".join(f"{x}{op}{y}={z}" for x, op, y, z in steps)
+    answer = f"{work}\n#### {final}"
+    return Item(
+        domain="math", prompt=question, answer=answer, alt=f"#### {final}",
+        record={"question": question, "answer": answer},
+    )
+
+
+def final_number(text: str) -> str | None:
+    """The number after the last `####` (GSM8K's convention), without commas or `$`."""
+    if "####" not in text:
+        return None
+    tail = text.rsplit("####", 1)[1].strip().replace(",", "").replace("$", "")
+    num = tail.split()[0] if tail.split() else ""
+    return num.rstrip(".") or None

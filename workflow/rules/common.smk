@@ -1,0 +1,129 @@
+# Config loading and validation, the path layout, and the few helpers the rules share.
+#
+# The profile YAML is read twice: here (to expand methods x seeds x tasks) and by every `tropd`
+# command (which gets the same file through --config). So exactly one file must describe the run:
+# `--configfile configs/<profile>.yaml` replaces the default instead of being merged into it, and
+# `--config key=value` is refused (the tropd commands would not see it).
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO_ROOT = Path(workflow.basedir).resolve().parent
+DEFAULT_CONFIGFILE = REPO_ROOT / "configs" / "tiny.yaml"
+AT_ROOT = Path.cwd().resolve() == REPO_ROOT
+
+
+def repo_path(rel):
+    """A repository file as the tropd CLI finds it: relative at the root, absolute elsewhere."""
+    p = REPO_ROOT / rel
+    return os.path.relpath(p) if AT_ROOT else str(p)
+
+
+if workflow.config_settings.config:
+    raise WorkflowError(
+        "tropd workflow: --config overrides are not supported (the tropd commands read the profile "
+        "file only); copy the profile YAML, edit it and pass it with --configfile"
+    )
+if len(workflow.overwrite_configfiles) > 1:
+    raise WorkflowError("tropd workflow: pass one --configfile (every tropd command reads one profile)")
+if workflow.overwrite_configfiles:
+    CONFIGFILE = Path(workflow.overwrite_configfiles[0])
+else:
+    CONFIGFILE = DEFAULT_CONFIGFILE
+
+    configfile: str(DEFAULT_CONFIGFILE)
+
+
+CFG = os.path.relpath(CONFIGFILE) if AT_ROOT and CONFIGFILE.resolve().is_relative_to(REPO_ROOT) else str(CONFIGFILE)
+
+validate(config, "../schemas/config.schema.yaml")
+
+PROFILE = config["profile"]
+METHODS = config["workflow"]["methods"]
+SEEDS = config["workflow"]["seeds"]
+TASKS = config["eval"]["tasks"]
+REFERENCES = ["teacher", "student"]  # evaluated like the methods, shown as reference rows
+
+# tropd resolves relative paths against the repository root, Snakemake against its working
+# directory: the two agree only at the root (or with absolute paths).
+if not AT_ROOT:
+    relative = [k for k, v in config["paths"].items() if not Path(v).is_absolute()]
+    if relative:
+        raise WorkflowError(
+            f"tropd workflow: run snakemake at the repository root ({REPO_ROOT}) or make "
+            f"paths.{relative[0]} in {CONFIGFILE} absolute"
+        )
+
+# ---------------------------------------------------------------------------- path layout
+RESULTS = config["paths"]["results"]
+MODELS = config["paths"]["models"]
+LOGS = f"logs/{PROFILE}"
+BENCH = f"{LOGS}/benchmarks"  # Snakemake's per-job wall time and peak memory (TSV)
+PREPARED = f"{MODELS}/.prepared"  # flag written by Snakemake when `tropd prepare` succeeds
+PREFLIGHT = f"{RESULTS}/preflight.json"
+RUN_DIR = f"{RESULTS}/runs/{{method}}/seed{{seed}}"
+RUN_SUMMARY = f"{RESULTS}/runs/{{method}}/seed{{seed}}/summary.json"
+EVAL_JSON = f"{RESULTS}/evals/{{model}}/seed{{seed}}/{{task}}.json"
+TABLES = f"{RESULTS}/tables"
+PLOTS = f"{RESULTS}/plots"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    method=_alternatives(METHODS),
+    model=_alternatives(METHODS + REFERENCES),
+    task=_alternatives(TASKS),
+    seed=r"\d+",
+
+
+# ---------------------------------------------------------------------------- rerun triggers
+def settings(*sections):
+    """Digest of config sections, used as a rule param: Snakemake reruns a job when it changes.
+
+    Each rule digests only what changes its output, so e.g. a new eval setting reruns the evals,
+    not the training runs.
+    """
+    blob = json.dumps({s: config[s] for s in sections}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+MODEL_SECTIONS = ("prepare", "teacher", "student")
+# Everything tropd.config.config_hash covers, i.e. all but where files go and what to expand.
+TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "eval"))
+
+
+# ---------------------------------------------------------------------------- resources
+RES = config["workflow"]
+TRAIN_GPUS = RES["gpus_per_train"]
+GPU = min(TRAIN_GPUS, 1)  # prepare, preflight and eval are single processes: one GPU at most
+
+
+# ---------------------------------------------------------------------------- input functions
+def train_command():
+    """`tropd train`, or with workflow.gpus_per_train > 1 one data-parallel process per GPU."""
+    if TRAIN_GPUS > 1:
+        ddp = repo_path("configs/accelerate/ddp.yaml")
+        return f"accelerate launch --config_file {ddp} --num_processes {TRAIN_GPUS} -m tropd.cli train"
+    return "tropd train"
+
+
+def eval_model_path(w):
+    """The model an eval job scores: a reference from the config or a run's final student."""
+    if w.model in REFERENCES:
+        return config[w.model]["path"]
+    return f"{RUN_DIR.format(method=w.model, seed=w.seed)}/student"
+
+
+def eval_input(w):
+    if w.model in REFERENCES:
+        return ancient(PREPARED)
+    return RUN_SUMMARY.format(method=w.model, seed=w.seed)

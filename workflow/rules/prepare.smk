@@ -1,0 +1,45 @@
+# Stage 1: build (tiny, smol) or check (external) the teacher, the student and the data, then make
+# sure the teacher can supervise the student token for token before any training compute.
+# Downstream rules take both outputs as ancient(): a rerun of these cheap checks does not retrain
+# everything; a real change of the models reaches the runs through their `settings` digest.
+
+
+rule prepare:
+    output:
+        touch(PREPARED),
+    log:
+        f"{LOGS}/prepare.log",
+    benchmark:
+        f"{BENCH}/prepare.tsv"
+    params:
+        cfg=CFG,
+        settings=settings(*MODEL_SECTIONS, "paths"),
+    # tiny and smol train models here (prepare.num_threads, 0 = two threads); external only checks
+    threads: 1 if config["prepare"]["kind"] == "external" else config["prepare"].get("num_threads") or 2
+    resources:
+        gpu=GPU,
+        mem_mb=RES["mem_mb_train"],
+        runtime=RES["runtime_train"],
+    shell:
+        "tropd prepare --config {params.cfg} > {log} 2>&1"
+
+
+rule preflight:
+    input:
+        ancient(PREPARED),
+    output:
+        PREFLIGHT,
+    log:
+        f"{LOGS}/preflight.log",
+    benchmark:
+        f"{BENCH}/preflight.tsv"
+    params:
+        cfg=CFG,
+        settings=settings(*MODEL_SECTIONS),
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=RES["mem_mb_train"],
+        runtime=RES["runtime_train"],
+    shell:
+        "tropd preflight --config {params.cfg} --out {output} > {log} 2>&1"
