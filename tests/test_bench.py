@@ -50,8 +50,8 @@ def test_quick_bench_writes_all_figures(quick_summary):
     mem = s["details"]["memory"]
     assert mem["same_loss"]
     assert all(_positive(p["peak_mb"]) for p in mem["paths"].values())
-    # the logits_to_keep prototype must not change what is sampled
-    assert s["details"]["rollout_prototypes"]["same_tokens"]["logits_to_keep=1"]
+    # the block-sampler prototype draws exactly the tokens of the current sampler
+    assert s["details"]["rollout_prototypes"]["same_tokens"]["block sampler"]
     md = (quick_summary / "summary.md").read_text()
     for key in ("loss_memory_ratio", "step_overhead_ratio", "rollout_speed_ratio", "eval_code_checks_per_s",
                 "eval_math_items_per_s", "Load average"):

@@ -76,6 +76,26 @@ def test_eval_code_and_instruct_tasks(profile, tmp_path):
         assert len(read_jsonl(tmp_path / f"{task}.samples.jsonl")) == 3
 
 
+def test_eval_several_seeds_and_tasks_in_one_process(profile, tmp_path):
+    """`--seed 0,1 --task a,b` fills {seed} and {task}; each file equals its one-task, one-seed run
+    (greedy results are reused across seeds, sampled ones are drawn per seed)."""
+    cfg, models, _ = profile
+    pattern = str(tmp_path / "s{seed}" / "{task}.json")
+    assert main(["eval", "--config", str(cfg), "--model", str(models / "teacher"), "--task",
+                 "tiny_math,tiny_instruct", "--seed", "0,1", "--limit", "3", "--out", pattern]) == 0
+    single = _eval(cfg, models / "teacher", "tiny_instruct", tmp_path / "one.json", "--seed", "1", "--limit", "3")
+    for seed in (0, 1):
+        for task in ("tiny_math", "tiny_instruct"):
+            d = json.loads((tmp_path / f"s{seed}" / f"{task}.json").read_text())
+            assert d["task"] == task and d["decoding"]["seed"] == seed
+    grouped = json.loads((tmp_path / "s1" / "tiny_instruct.json").read_text())
+    assert grouped["metrics"] == single["metrics"]
+    assert read_jsonl(tmp_path / "s1" / "tiny_instruct.samples.jsonl") == read_jsonl(tmp_path / "one.samples.jsonl")
+    assert main(["eval", "--config", str(cfg), "--model", str(models / "teacher"), "--task",
+                 "tiny_math,tiny_code", "--out", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.skipif(not (benchmarks_root() / "mmlu").is_dir(), reason="no shared/benchmarks")
 def test_eval_mmlu_loglikelihood(profile, tmp_path):
     cfg, models, _ = profile

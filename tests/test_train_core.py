@@ -48,6 +48,25 @@ def test_train_writes_outputs_and_skips_finished(tiny_profile, tmp_path):
     assert (out / "summary.json").stat().st_mtime_ns == mtime
 
 
+def test_several_seeds_in_one_process_and_deleted_summary_restored(tiny_profile, reference_run, tmp_path):
+    """`--seed 1,2` trains both runs; seed 1 equals the separate run bitwise. A grouped Snakemake job
+    that is interrupted deletes the summaries of its finished seeds: the rerun restores them from
+    .finished.json instead of training again."""
+    pattern = str(tmp_path / "run{seed}")
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1,2", "--out", pattern, check=True)
+    a, b = weights(tmp_path / "run1"), weights(reference_run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "run2" / "summary.json").is_file()
+    summary = (tmp_path / "run1" / "summary.json").read_text()
+    (tmp_path / "run1" / "summary.json").unlink()
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1,2", "--out", pattern,
+                    check=True)
+    assert again.stdout.count("nothing to do") == 2
+    assert (tmp_path / "run1" / "summary.json").read_text() == summary
+    bad = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1,2", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "{seed}" in bad.stderr and not (tmp_path / "x").exists()
+
+
 @pytest.fixture(scope="module")
 def reference_run(tiny_profile, tmp_path_factory) -> Path:
     ref = tmp_path_factory.mktemp("ref") / "run"

@@ -37,10 +37,13 @@ def test_dry_run_plans_the_whole_dag(profile):
     wf = cfg.workflow
     r = snakemake("-n", "--forceall", "--quiet", "rules", "--configfile", str(profile.relative_to(REPO_ROOT)))
     assert r.returncode == 0, r.stderr[-2000:]
-    n_runs = len(wf.methods) * len(wf.seeds)
+    models = len(wf.methods) + 2  # + teacher and untrained student
+    if wf.jobs == "per_method":  # one job per method / model covers every seed and task
+        train, evals = len(wf.methods), models
+    else:
+        train, evals = len(wf.methods) * len(wf.seeds), models * len(wf.seeds) * len(cfg.eval.tasks)
     assert job_counts(r.stdout + r.stderr) == {
-        "prepare": 1, "preflight": 1, "train": n_runs, "aggregate": 1, "all": 1,
-        "eval": (len(wf.methods) + 2) * len(wf.seeds) * len(cfg.eval.tasks),
+        "prepare": 1, "preflight": 1, "train": train, "aggregate": 1, "all": 1, "eval": evals,
     }
 
 
@@ -50,10 +53,12 @@ def test_default_profile_is_tiny_and_shell_commands_call_tropd():
     out = r.stdout + r.stderr
     assert "Using workflow specific profile workflow/profiles/default" in out
     assert "Config file(s): ['" + str(REPO_ROOT / "configs" / "tiny.yaml") in out
-    assert ("tropd train --config configs/tiny.yaml --method opd --seed 0 --out results/tiny/runs/opd/seed0"
-            " > logs/tiny/train/opd/seed0.log 2>&1") in out
-    assert ("tropd eval --config configs/tiny.yaml --model models/tiny/teacher --task tiny_math --seed 1"
-            " --out results/tiny/evals/teacher/seed1/tiny_math.json") in out
+    assert ("tropd train --config configs/tiny.yaml --method opd --seed 0,1,2"
+            " --out results/tiny/runs/opd/seed{seed} > logs/tiny/train/opd.log 2>&1") in out
+    assert ("tropd eval --config configs/tiny.yaml --model models/tiny/teacher"
+            " --task tiny_math,tiny_code,tiny_instruct --seed 0,1,2"
+            " --out results/tiny/evals/teacher/seed{seed}/{task}.json") in out
+    assert "--model results/tiny/runs/tropd/seed{seed}/student" in out
 
 
 def test_bad_profile_fails_at_load(tmp_path):
@@ -204,7 +209,7 @@ def test_interrupted_workflow_resumes_without_redoing_finished_jobs(tmp_path):
     their outputs untouched, the interrupted run resumes from its checkpoint, the tables appear."""
     import signal
 
-    profile = ci_profile(tmp_path)
+    profile = ci_profile(tmp_path, workflow={"jobs": "per_run"})  # per-seed jobs: per-output mtimes
     ckpts = lambda: list(tmp_path.glob("results/runs/opd/seed*/checkpoints/*"))  # noqa: E731
     p = start_snakemake(tmp_path, profile, "--cores", "2")
     wait_for(lambda: ckpts() and len(outputs(tmp_path)) >= 3, 600, p)

@@ -8,6 +8,7 @@ profile's workflow.methods x workflow.seeds x eval.tasks and writes
     <out>/tables/ablation.{md,csv}     Table 5 layout: outlier objective x guidance
     <out>/plots/benchmarks.png         Figure 1 style
     <out>/plots/training_curves.png    Figure 3 style
+    <out>/tables/stages.md             time per stage, from Snakemake's benchmark files
 Missing result files leave their cells empty (n counts the seeds present); results of different
 configs in one row stop it with a one-line error.
 """
@@ -34,7 +35,11 @@ def aggregate(config: str | Path, out: str | Path | None = None, overrides: list
         written += write_table(table, out / "tables" / table.name, formats)
     benchmark_bars(res, out / "plots" / "benchmarks.png")
     training_curves(res, out / "plots" / "training_curves.png")
-    return [*written, out / "plots" / "benchmarks.png", out / "plots" / "training_curves.png"]
+    from tropd.report.stages import write_stages
+
+    # Snakemake runs jobs in its working directory and the rules log to logs/<profile>/ there
+    stages = write_stages(Path("logs") / cfg.profile / "benchmarks", out / "tables" / "stages.md")
+    return [*written, out / "plots" / "benchmarks.png", out / "plots" / "training_curves.png", stages]
 
 
 def aggregate_main(args) -> int:

@@ -30,8 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="distil the student with one method")
     _add_config(p)
     p.add_argument("--method", required=True, help="method preset (configs/methods/<name>.yaml)")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+    p.add_argument("--seed", required=True, help="seed, or comma-separated seeds run one after another")
+    p.add_argument("--out", required=True, help="run directory (resumes if it exists); {seed} for several")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     p = sub.add_parser("eval", help="generate with a model and score a task")
@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default="0", help="seed, or comma-separated seeds ({seed} in --model / --out)")
     p.add_argument("--out", required=True,
                    help="summary JSON (samples go beside it); may contain {task}")
 
@@ -85,6 +85,19 @@ def methods_main(args: argparse.Namespace) -> int:
     for name, m in all_methods().items():
         print(f"{name:16s} {m.description}  [{m.reference}]")
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seed 3` or `--seed 0,1,2` (one process for several runs: start-up is paid once)."""
+    from tropd.errors import UserError
+
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--seed {text}: expected an integer or comma-separated integers") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seed {text}: expected distinct non-negative integers")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:

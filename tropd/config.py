@@ -147,9 +147,10 @@ class WorkflowConfig:
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
     threads_train: int = 1
-    # one eval job per model and seed scoring every task (start-up paid once: small CPU profiles),
-    # or one per task (parallel jobs for long GPU evaluations)
-    eval_jobs: Literal["per_model", "per_task"] = "per_model"
+    # per_run: a train job per (method, seed) and an eval job per (model, seed, task), for clusters;
+    # per_method: one job per method (all seeds) and per model (all seeds and tasks), which pays the
+    # process start-up once (small CPU profiles; workflow/rules/train.smk)
+    jobs: Literal["per_run", "per_method"] = "per_run"
 
 
 @dataclass
@@ -170,8 +171,10 @@ class VLLMConfig:
             v = getattr(self, key)
             if not 0 < v <= 1:
                 raise ConfigError(f"vllm.{key}: must be in (0, 1], got {v}")
-        if self.tensor_parallel_size < 1 or self.max_model_len < 0:
-            raise ConfigError("vllm: tensor_parallel_size must be >= 1 and max_model_len >= 0")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"vllm.tensor_parallel_size: must be >= 1, got {self.tensor_parallel_size}")
+        if self.max_model_len < 0:
+            raise ConfigError(f"vllm.max_model_len: must be >= 0, got {self.max_model_len}")
 
 
 @dataclass
@@ -294,6 +297,11 @@ def parse_override(item: str) -> dict:
         raise ConfigError(f"override {item!r} is not key=value")
     key, raw = item.split("=", 1)
     value = yaml.safe_load(raw) if raw != "" else ""
+    if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string; a shell user means a number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     out: dict = {}
     cur = out
     parts = key.strip().split(".")

@@ -16,11 +16,24 @@ from tropd.models import format_prompt
 from tropd.seeding import generator
 
 
+class _Lazy:
+    """Token ids of row i, computed on first use: a run reads a few hundred of the file's prompts,
+    and templating + tokenizing all of them cost seconds per run on the tiny profile."""
+
+    def __init__(self, encode, texts: list[str]):
+        self._encode, self._texts, self._cache = encode, texts, {}
+
+    def __getitem__(self, i: int) -> list[int]:
+        if i not in self._cache:
+            self._cache[i] = self._encode(self._texts[i])
+        return self._cache[i]
+
+
 @dataclass
 class PromptSet:
     ids: list[str]
-    prompt_tokens: list[list[int]]
-    reference_tokens: list[list[int]]
+    prompt_tokens: _Lazy  # prompt_tokens[i]: chat-formatted prompt ids of row i
+    reference_tokens: _Lazy  # reference_tokens[i]: reference answer ids + EOS
     seed: int
 
     def __len__(self) -> int:
@@ -56,8 +69,9 @@ def load_prompts(cfg: RunConfig, tok) -> PromptSet:
     if not rows:
         raise UserError(f"{path}: no training prompts (train.prompt_domains={cfg.train.prompt_domains})")
     templated = bool(getattr(tok, "chat_template", None))
-    prompts = [tok(format_prompt(tok, r["prompt"]), add_special_tokens=not templated)["input_ids"]
-               for r in rows]
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    refs = [tok(r.get("reference", ""), add_special_tokens=False)["input_ids"] + eos for r in rows]
+    prompts = _Lazy(lambda text: tok(format_prompt(tok, text), add_special_tokens=not templated)["input_ids"],
+                    [r["prompt"] for r in rows])
+    refs = _Lazy(lambda text: tok(text, add_special_tokens=False)["input_ids"] + eos,
+                 [r.get("reference", "") for r in rows])
     return PromptSet([r["id"] for r in rows], prompts, refs, cfg.seed)

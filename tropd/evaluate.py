@@ -104,6 +104,11 @@ def eval_main(args: argparse.Namespace) -> int:
         raise UserError("need --k >= 1, --max-new-tokens >= 1, --temperature >= 0, --limit >= 0")
     if k > 1 and temperature == 0:
         raise UserError(f"--k {k} samples need --temperature > 0")
+    from tropd.cli import parse_seeds
+
+    seeds = parse_seeds(args.seed)
+    if len(seeds) > 1 and "{seed}" not in args.out:
+        raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
     items_by_task = [load_items(task, cfg, limit) for task in tasks]  # every input checked first
 
     import torch
@@ -112,39 +117,50 @@ def eval_main(args: argparse.Namespace) -> int:
 
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
-    spec = _model_spec(cfg, args.model)
-    model, tok = load_model(spec, role="eval model"), load_tokenizer(spec)
-    for task, items in zip(tasks, items_by_task):
-        _eval_task(task, items, model, tok, args, cfg, k, temperature, max_new, limit)
-    print(f"eval: {len(tasks)} task(s) in {time.time() - t0:.1f} s")
+    loaded, done = None, {}
+    for seed in seeds:
+        path = args.model.replace("{seed}", str(seed))
+        if loaded is None or loaded[0] != path:  # reference models are the same for every seed
+            spec = _model_spec(cfg, path)
+            loaded = (path, load_model(spec, role="eval model"), load_tokenizer(spec))
+        _, model, tok = loaded
+        for task, items in zip(tasks, items_by_task):
+            t1 = time.time()
+            out = args.out.replace("{seed}", str(seed)).replace("{task}", task.name)
+            # Greedy decoding does not depend on the seed: the same model's other seeds reuse the result.
+            reuse = done.get((path, task.name)) if temperature == 0 and k == 1 else None
+            rows, per_item, decoding = reuse or _eval_task(task, items, model, tok, seed, cfg, k,
+                                                           temperature, max_new, limit)
+            done[(path, task.name)] = (rows, per_item, decoding)
+            _write(out, task, rows, per_item, path, {**decoding, "seed": seed}, cfg, t1)
+    print(f"eval: {len(seeds)} seed(s) x {len(tasks)} task(s) in {time.time() - t0:.1f} s")
     return 0
 
 
-def _eval_task(task, items, model, tok, args, cfg, k, temperature, max_new, limit) -> None:
-    t0 = time.time()
+def _eval_task(task, items, model, tok, seed, cfg, k, temperature, max_new, limit):
+    """Generate (or score log-likelihoods) and grade: (rows, per-item results, decoding settings)."""
     e = cfg.eval
-    out = args.out.replace("{task}", task.name)
     if task.grader == "mmlu":  # log-likelihood scoring: nothing is generated
         from tropd.eval.graders import mmlu
 
-        results = mmlu.loglik_eval(model, tok, items, e.batch_size, args.seed)
+        results = mmlu.loglik_eval(model, tok, items, e.batch_size, seed)
         samples = [(i, r["pred"]) for i, r in enumerate(results)]
         rows = [{"id": items[i].id, "sample": 0, "completion": text, **r}
                 for (i, text), r in zip(samples, results)]
-        decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 0, "seed": args.seed, "limit": limit}
+        decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 0, "seed": seed, "limit": limit}
     else:
         from tropd.eval.generate import generate
         from tropd.eval.graders import grade
 
-        gens = generate(model, tok, [it.prompt for it in items], k, temperature, max_new, args.seed,
+        gens = generate(model, tok, [it.prompt for it in items], k, temperature, max_new, seed,
                         task.name, [it.id for it in items], e.batch_size)
         samples = [(g.item, g.text) for g in gens]
         results = grade(task, items, samples)
         rows = [{"id": items[g.item].id, "sample": g.sample, "completion": g.text, "n_tokens": g.n_tokens,
                  "finished": g.finished, **r} for g, r in zip(gens, results)]
         decoding = {"k": k, "temperature": float(temperature), "max_new_tokens": max_new,
-                    "seed": args.seed, "limit": limit}
-    _write(out, task, rows, _per_item(samples, results), args.model, decoding, cfg, t0)
+                    "seed": seed, "limit": limit}
+    return rows, _per_item(samples, results), decoding
 
 
 def score_main(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 - `TROPD_FAULT=kill@<phase>:<step>`: the training process SIGKILLs itself when it reaches that
   phase of that step (phases: rollout, checkpoint, checkpoint-write);
-- `TROPD_FAULT=nan@loss:<step>`: the loss of that step becomes NaN (a diverging method).
+- `TROPD_FAULT=nan@loss:<step>`: the loss of that step becomes NaN (a diverging method);
+- `TROPD_FAULT_METHOD=<name>`: only runs of that method are hit (a whole DAG shares one environment).
 """
 from __future__ import annotations
 
@@ -10,8 +11,21 @@ import os
 import signal
 
 
+_METHOD: str | None = None  # the method of this process's run, set by tropd.train
+
+
+def set_method(name: str) -> None:
+    global _METHOD
+    _METHOD = name
+
+
+def _spec() -> str:
+    only = os.environ.get("TROPD_FAULT_METHOD")
+    return "" if only and only != _METHOD else os.environ.get("TROPD_FAULT", "")
+
+
 def fault_point(phase: str, step: int) -> None:
-    spec = os.environ.get("TROPD_FAULT")
+    spec = _spec()
     if not spec:
         return
     action, _, where = spec.partition("@")
@@ -22,7 +36,6 @@ def fault_point(phase: str, step: int) -> None:
 
 def poison(value, phase: str, step: int):
     """`value` times NaN when TROPD_FAULT=nan@<phase>:<step>, else `value` unchanged."""
-    spec = os.environ.get("TROPD_FAULT", "")
-    if spec == f"nan@{phase}:{step}":
+    if _spec() == f"nan@{phase}:{step}":
         return value * float("nan")
     return value

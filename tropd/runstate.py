@@ -39,14 +39,30 @@ def peak_mem_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+FINISHED = ".finished.json"  # a copy of summary.json that Snakemake does not know about
+
+
 def read_summary(out: Path) -> dict | None:
-    p = out / "summary.json"
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except ValueError:
-        return None
+    """The summary of a finished (or diverged) run, or None.
+
+    A grouped Snakemake job (several seeds in one `tropd train`) that is interrupted after some of its
+    seeds finished has all its declared outputs deleted, summary.json included. The hidden copy lets
+    the rerun restore those summaries instead of training the finished seeds again.
+    """
+    for name in ("summary.json", FINISHED):
+        p = out / name
+        if not p.is_file():
+            continue
+        try:
+            summary = json.loads(p.read_text())
+        except ValueError:
+            continue
+        if name == FINISHED and (out / "student").is_dir():
+            atomic_write_json(out / "summary.json", summary)
+            return summary
+        if name == "summary.json":
+            return summary
+    return None
 
 
 def truncate_metrics(path: Path, start: int) -> None:
@@ -72,6 +88,7 @@ def finish(out: Path, model, tok, summary: dict) -> None:
     shutil.rmtree(out / "student", ignore_errors=True)
     tmp.rename(out / "student")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them
+    atomic_write_json(out / FINISHED, summary)
     atomic_write_json(out / "summary.json", summary)
 
 

@@ -25,7 +25,7 @@ from tropd import checkpoint as ckpt
 from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
-from tropd.faults import fault_point, poison
+from tropd.faults import fault_point, poison, set_method
 from tropd.io import atomic_write_json, atomic_write_text
 from tropd.models import load_model, load_tokenizer
 from tropd.preflight import check_tokenizers
@@ -50,6 +50,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     t_start = time.time()
     method = get_method(cfg.method.name)
     params = method.parse_params(cfg.method.params)
+    set_method(cfg.method.name)
     kind = rollout_kind(method, params)
     tc = cfg.train
     if tc.num_threads:
@@ -197,16 +198,22 @@ def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tenso
 
 
 def train_main(args) -> int:
-    overrides = [f"seed={args.seed}", *args.overrides]
-    cfg = load_config(args.config, method=args.method, overrides=overrides)
-    out = Path(args.out)
-    done = read_summary(out)
-    if done is not None:
-        if done.get("config_hash") != config_hash(cfg):
-            raise UserError(f"{out} holds a run with another config (hash {done.get('config_hash')} != "
-                            f"{config_hash(cfg)}); use a new --out")
-        print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
-        return 0
-    summary = train(cfg, out)
-    print(json.dumps(summary))
+    from tropd.cli import parse_seeds
+
+    seeds = parse_seeds(args.seed)
+    if len(seeds) > 1 and "{seed}" not in args.out:
+        raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
+    cfgs = [load_config(args.config, method=args.method, overrides=[f"seed={s}", *args.overrides])
+            for s in seeds]  # every config checked before any run starts
+    for seed, cfg in zip(seeds, cfgs):
+        out = Path(args.out.replace("{seed}", str(seed)))
+        done = read_summary(out)
+        if done is not None:
+            if done.get("config_hash") != config_hash(cfg):
+                raise UserError(f"{out} holds a run with another config (hash {done.get('config_hash')} != "
+                                f"{config_hash(cfg)}); use a new --out")
+            print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
+            continue
+        summary = train(cfg, out)
+        print(json.dumps(summary))
     return 0

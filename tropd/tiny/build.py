@@ -106,6 +106,14 @@ def _train_model(tok, examples, hidden: int, layers: int, steps: int, cfg: RunCo
     return model, losses
 
 
+def _train_and_save(tok, hidden, layers, steps, examples, cfg, role, models_tmp: Path):
+    """SFT one model and save it with the tokenizer under models_tmp/role; returns the loss curve."""
+    model, losses = _train_model(tok, examples, hidden, layers, steps, cfg, role)
+    model.save_pretrained(models_tmp / role)
+    tok.save_pretrained(models_tmp / role)
+    return losses
+
+
 def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
     """Write every output of the tiny profile under the two temporary folders; returns the probe."""
     p = cfg.prepare
@@ -125,16 +133,15 @@ def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
     print(f"tropd prepare: {len(items)} SFT examples, vocabulary {len(tok)}, "
           f"{sum(use_alt)} student answers in the other style (mismatch {p.mismatch})", flush=True)
 
-    losses = {}
-    models = {}
-    for role, hidden, layers, steps, alt in (
-        ("teacher", p.teacher_hidden, p.teacher_layers, p.teacher_steps, [False] * len(items)),
-        ("student", p.student_hidden, p.student_layers, p.student_steps, use_alt),
-    ):
-        model, losses[role] = _train_model(tok, _examples(tok, items, alt), hidden, layers, steps, cfg, role)
-        model.save_pretrained(models_tmp / role)
-        tok.save_pretrained(models_tmp / role)
-        models[role] = model
+    jobs = {"teacher": (p.teacher_hidden, p.teacher_layers, p.teacher_steps, _examples(tok, items, [False] * len(items))),
+            "student": (p.student_hidden, p.student_layers, p.student_steps, _examples(tok, items, use_alt))}
+    # One after the other, each with every thread: run side by side with one thread each, the
+    # teacher alone took longer than both in a row (measured: 240 s against 228 s).
+    losses = {role: _train_and_save(tok, *job, cfg, role, models_tmp) for role, job in jobs.items()}
+    from transformers import LlamaForCausalLM
+
+    models = {role: LlamaForCausalLM.from_pretrained(models_tmp / role).eval() for role in jobs}
+    for role, model in models.items():
         n_params = sum(x.numel() for x in model.parameters())
         print(f"tropd prepare: {role} {n_params / 1e6:.2f}M parameters, final SFT loss "
               f"{_tail_mean(losses[role]):.3f}", flush=True)

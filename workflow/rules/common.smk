@@ -108,22 +108,38 @@ GPU = min(TRAIN_GPUS, 1)  # prepare, preflight and eval are single processes: on
 
 
 # ---------------------------------------------------------------------------- input functions
-def train_command():
-    """`tropd train`, or with workflow.gpus_per_train > 1 one data-parallel process per GPU."""
+def train_command(w):
+    """`tropd train`, or with workflow.gpus_per_train > 1 one data-parallel process per GPU.
+
+    Runs sharing a node need distinct rendezvous ports: derived from the job's method and seed(s).
+    """
     if TRAIN_GPUS > 1:
         ddp = repo_path("configs/accelerate/ddp.yaml")
-        return f"accelerate launch --config_file {ddp} --num_processes {TRAIN_GPUS} -m tropd.cli train"
+        key = f"{w.method}/{getattr(w, 'seed', SEED_LIST)}"
+        port = 20000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 20000
+        return (f"accelerate launch --config_file {ddp} --num_processes {TRAIN_GPUS}"
+                f" --main_process_port {port} -m tropd.cli train")
     return "tropd train"
 
 
 def eval_model_path(w):
-    """The model an eval job scores: a reference from the config or a run's final student."""
+    """The model an eval job scores: a reference from the config or a run's final student.
+
+    Grouped jobs (workflow.jobs: per_method) have no seed wildcard: the path keeps a {seed}
+    placeholder that `tropd eval --seed 0,1,2` fills in.
+    """
     if w.model in REFERENCES:
         return config[w.model]["path"]
-    return f"{RUN_DIR.format(method=w.model, seed=w.seed)}/student"
+    seed = getattr(w, "seed", "{seed}")
+    return f"{RUN_DIR.format(method=w.model, seed=seed)}/student"
 
 
 def eval_input(w):
     if w.model in REFERENCES:
         return ancient(PREPARED)
-    return RUN_SUMMARY.format(method=w.model, seed=w.seed)
+    if hasattr(w, "seed"):
+        return RUN_SUMMARY.format(method=w.model, seed=w.seed)
+    return expand(RUN_SUMMARY, method=w.model, seed=SEEDS)
+
+
+SEED_LIST = ",".join(str(s) for s in SEEDS)

@@ -2,33 +2,32 @@
 # student/ folder) and the two reference rows, the teacher and the untrained student. With
 # eval.temperature 0 the reference seeds agree; with sampling they differ like the runs do.
 #
-# workflow.eval_jobs picks the job granularity; the files are the same either way:
-#   per_model (default): one job per (model, seed) scores every task with one model load. On a CPU
-#                        profile process start-up (torch, transformers, the model) outweighs a small
-#                        evaluation, so this is several times faster end to end.
-#   per_task:            one job per (model, seed, task), for long GPU evaluations run in parallel.
+# workflow.jobs picks the job granularity (see train.smk); the files are the same either way:
+#   per_run    (default): one job per (model, seed, task), for long GPU evaluations in parallel.
+#   per_method: one job per model scores every seed and task with one process start-up.
 
 EVAL_SHELL = (
     "tropd eval --config {params.cfg} --model {params.model} --task {params.tasks}"
-    " --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+    " --seed {params.seeds} --out {params.out} > {log} 2>&1"
 )
 
-if RES["eval_jobs"] == "per_task":
+if RES["jobs"] == "per_method":
 
     rule eval:
         input:
             eval_input,
         output:
-            EVAL_JSON,
+            expand(EVAL_JSON, seed=SEEDS, task=TASKS, allow_missing=True),
         log:
-            f"{LOGS}/eval/{{model}}/seed{{seed}}/{{task}}.log",
+            f"{LOGS}/eval/{{model}}.log",
         benchmark:
-            f"{BENCH}/eval/{{model}}/seed{{seed}}/{{task}}.tsv"
+            f"{BENCH}/eval/{{model}}.tsv"
         params:
             cfg=CFG,
             model=eval_model_path,
-            tasks=lambda w: w.task,
-            out=lambda w, output: output[0],
+            tasks=",".join(TASKS),
+            seeds=SEED_LIST,
+            out=lambda w: EVAL_JSON.format(model=w.model, seed="{seed}", task="{task}"),
             settings=settings("eval", *MODEL_SECTIONS),
         threads: 1
         resources:
@@ -44,16 +43,17 @@ else:
         input:
             eval_input,
         output:
-            expand(EVAL_JSON, task=TASKS, allow_missing=True),
+            EVAL_JSON,
         log:
-            f"{LOGS}/eval/{{model}}/seed{{seed}}.log",
+            f"{LOGS}/eval/{{model}}/seed{{seed}}/{{task}}.log",
         benchmark:
-            f"{BENCH}/eval/{{model}}/seed{{seed}}.tsv"
+            f"{BENCH}/eval/{{model}}/seed{{seed}}/{{task}}.tsv"
         params:
             cfg=CFG,
             model=eval_model_path,
-            tasks=",".join(TASKS),
-            out=lambda w: EVAL_JSON.format(model=w.model, seed=w.seed, task="{task}"),
+            tasks=lambda w: w.task,
+            seeds=lambda w: w.seed,
+            out=lambda w, output: output[0],
             settings=settings("eval", *MODEL_SECTIONS),
         threads: 1
         resources:

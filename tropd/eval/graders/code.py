@@ -137,14 +137,49 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
                "code": solution(p["prompt"], completion, p["entry_point"]), "atol": p["atol"],
                "fast_check": True, "phases": phases}
         jobs.append((job, sandbox.Limits(wall_s=_budget(phases))))
-    out = []
-    for o in sandbox.run_many(jobs, workers):
+    keys = [_verdict_key(job) for job, _ in jobs]
+    known = {k: v for k in set(keys) if (v := _cached_verdict(k)) is not None}
+    todo = {k: j for k, j in zip(keys, jobs) if k not in known}  # identical programs run once
+    for k, o in zip(todo, sandbox.run_many(list(todo.values()), workers)):
         res = o.result if isinstance(o.result, dict) else {}
         lost = "timeout" if o.status == "timeout" else "fail"  # no verdict: killed or crashed
         base = res.get("base") or lost
-        out.append({"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
-                    "sandbox": o.status if o.status != "ok" else None})
-    return out
+        known[k] = {"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
+                    "sandbox": o.status if o.status != "ok" else None}
+        if o.status == "ok":  # a clean verdict is a function of the program; a timeout may be the load's
+            _store_verdict(k, known[k])
+    return [dict(known[k]) for k in keys]
+
+
+def _verdict_key(job: dict) -> str:
+    """Digest of everything a verdict depends on: the program, the inputs, expected outputs, limits."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _cached_verdict(key: str) -> dict | None:
+    """Verdicts are cached by content (tropd cache, `verdicts/`): many models write the same program
+    for an item (every reference seed, most small students), and each check costs a process."""
+    import json
+
+    p = cache_dir() / "verdicts" / key[:2] / f"{key}.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _store_verdict(key: str, verdict: dict) -> None:
+    from tropd.io import atomic_write_json
+
+    p = cache_dir() / "verdicts" / key[:2] / f"{key}.json"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(p, verdict)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
 
 
 def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> list[dict]:
