@@ -37,7 +37,7 @@ import torch
 
 from tropd.config import ConfigError
 from tropd.methods.opd import k1_reward
-from tropd.methods.terms import importance_ratio, topk_fkl
+from tropd.methods.terms import importance_ratio, topk_fkl, topk_logps
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
 
 
@@ -60,11 +60,7 @@ def _topk_part(s: TokenStats, b: float, renormalize: bool) -> torch.Tensor:
     """KL_topk(pi_T || pi_M) / (1 - beta) (B, T), with its limits at beta = 0 and 1."""
     if b == 0:
         return topk_fkl(s, renormalize)
-    lt_BTK = s.teacher_topk_logp_BTK.detach()
-    ls_BTK = s.student_topk_logp_BTK
-    if renormalize:
-        lt_BTK = lt_BTK - lt_BTK.logsumexp(-1, keepdim=True)
-        ls_BTK = ls_BTK - ls_BTK.logsumexp(-1, keepdim=True)
+    lt_BTK, ls_BTK = topk_logps(s, renormalize)
     pt_BTK = lt_BTK.exp()
     if b == 1:
         term_BTK = pt_BTK - ls_BTK.exp()

@@ -39,7 +39,7 @@ def test_humanevalplus_canonical_pass_and_wrong_fail(tmp_path):
     canon = [(i, probs[i]["canonical_solution"]) for i in ids]
     wrong = [("HumanEval/0", "    return False\n"), ("HumanEval/53", "    return x - y\n"),
              ("HumanEval/2", "```python\ndef truncate_number(number: float) -> float:\n    return number\n```")]
-    res = code.check_evalplus("humaneval", path, canon + wrong)
+    res = code.check_evalplus("humaneval", path, canon + wrong, cache=False)
     # HumanEval/32 (find_zero) included: evalplus 0.3.1 fails even its canonical solution there
     assert [(r["base"], r["plus"]) for r in res[: len(ids)]] == [("pass", "pass")] * len(ids)
     assert [r["base"] for r in res[len(ids):]] == ["fail"] * 3
@@ -51,7 +51,7 @@ def test_mbppplus_canonical_pass(tmp_path):
     path = _slice(MBPPP, ids, tmp_path / "mbpp.jsonl")
     probs = code.load_problems("mbpp", path)
     res = code.check_evalplus("mbpp", path, [(i, probs[i]["canonical_solution"]) for i in ids]
-                              + [("Mbpp/2", "def similar_elements(a, b):\n    return ()\n")])
+                              + [("Mbpp/2", "def similar_elements(a, b):\n    return ()\n")], cache=False)
     assert [(r["base"], r["plus"]) for r in res[:-1]] == [("pass", "pass")] * len(ids)
     assert res[-1]["base"] == "fail"
 
@@ -134,6 +134,7 @@ def test_score_mixes_hostile_and_honest_samples(tmp_path):
 def test_full_humanevalplus_canonical_164(tmp_path, monkeypatch):
     # evalplus's limits are 4x the canonical wall time; a busy shared 2-core box needs more
     monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))  # every program really runs
     samples = tmp_path / "he.jsonl"
     samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
                                for r in map(json.loads, gzip.open(HEP, "rt"))))
@@ -149,6 +150,7 @@ def test_full_mbppplus_and_mbpp_canonical(tmp_path, monkeypatch):
     # MBPP+: evalplus itself times out on Mbpp/599's plus inputs on a slow or busy machine (its
     # canonical solution needs about 80 s there, the per-task cap is 60 s); allow that one only.
     monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))  # every program really runs
     samples = tmp_path / "mbppplus.jsonl"
     samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
                                for r in map(json.loads, gzip.open(MBPPP, "rt"))))

@@ -137,3 +137,15 @@ def test_real_smol_prepare_end_to_end(tmp_path):
 
     student = load_model(load_config(path).student, "student")
     assert student.config.num_hidden_layers == 15
+
+
+def test_smol_profile_is_the_issue_6_setup():
+    """configs/smol.yaml: the real tasks of issue 6, a student smaller than the teacher, CPU settings."""
+    cfg = load_config(REPO_ROOT / "configs" / "smol.yaml")
+    assert cfg.prepare.kind == "smol"
+    assert set(cfg.eval.tasks) == {"gsm8k", "math500", "humanevalplus", "ifeval", "mmlu"}
+    assert {"opd", "tropd"} <= set(cfg.workflow.methods)
+    keep = smol.keep_indices(cfg.prepare.keep_layers, 30)
+    assert len(keep) < 30 and cfg.prepare.heal_steps > 0 and cfg.prepare.teacher_adapt_steps > 0
+    assert cfg.train.backend == "hf" and cfg.workflow.gpus_per_train == 0
+    assert cfg.teacher.path.startswith(cfg.paths.models) and cfg.student.path.startswith(cfg.paths.models)

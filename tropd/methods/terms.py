@@ -26,13 +26,20 @@ import torch
 from tropd.registry import TokenStats
 
 
-def topk_fkl(s: TokenStats, renormalize: bool = False) -> torch.Tensor:
-    """Top-k forward KL over the teacher's top-k ids. (B, T); grad through the student's top-k."""
+def topk_logps(s: TokenStats, renormalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher, student) log-probs at the teacher's top-k ids, (B, T, K) each; the teacher's detached.
+    With `renormalize`, both are renormalised over the k ids (a distribution on the top-k)."""
     lt_BTK = s.teacher_topk_logp_BTK.detach()
     ls_BTK = s.student_topk_logp_BTK
     if renormalize:
         lt_BTK = lt_BTK - lt_BTK.logsumexp(-1, keepdim=True)
         ls_BTK = ls_BTK - ls_BTK.logsumexp(-1, keepdim=True)
+    return lt_BTK, ls_BTK
+
+
+def topk_fkl(s: TokenStats, renormalize: bool = False) -> torch.Tensor:
+    """Top-k forward KL over the teacher's top-k ids. (B, T); grad through the student's top-k."""
+    lt_BTK, ls_BTK = topk_logps(s, renormalize)
     pt_BTK = lt_BTK.exp()
     # A teacher id with probability 0 contributes 0 (0 log 0 = 0), never NaN.
     term_BTK = torch.where(pt_BTK > 0, pt_BTK * (lt_BTK - ls_BTK), torch.zeros_like(ls_BTK))

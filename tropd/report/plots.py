@@ -29,8 +29,12 @@ REF_STYLE = {"teacher": dict(color="0.2", ls="--"), "student": dict(color="0.55"
 
 
 def _colors(methods: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+    """Distinct colours: tab10 up to ten methods, tab20 (paired shades) beyond."""
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+MAX_BANDS = 6  # beyond this many methods the seed bands hide the lines: draw the means only
 
 
 def _save(fig, path: Path) -> None:
@@ -50,12 +54,14 @@ def _domain_estimate(res: Results, row: str, tasks: list[str]):
 
 
 def benchmark_bars(res: Results, path: Path) -> None:
-    """One panel per domain: a bar per method (mean over seeds, 95% CI), references as lines."""
+    """One panel per domain: a horizontal bar per method (mean over seeds, 95% CI), the teacher and
+    the untrained student as vertical lines. Horizontal, so that 17 method names stay readable."""
     domains = domain_tasks(res)
     colors = _colors(res.methods)
-    fig, axes = plt.subplots(1, max(len(domains), 1), figsize=(3.2 * max(len(domains), 1) + 0.6, 3.4),
-                             squeeze=False)
-    x = np.arange(len(res.methods))
+    n = len(res.methods)
+    fig, axes = plt.subplots(1, max(len(domains), 1), figsize=(3.4 * max(len(domains), 1) + 1.6, 1.2 + 0.28 * n),
+                             squeeze=False, sharey=True)
+    y = np.arange(n)[::-1]  # first method on top
     diverged = {m for (m, _), r in res.runs.items() if r.diverged_step is not None}
     ticks = [label(m) + (" †" if m in diverged else "") for m in res.methods]
     for ax, (domain, tasks) in zip(axes[0], domains.items()):
@@ -65,26 +71,30 @@ def benchmark_bars(res: Results, path: Path) -> None:
                 continue
             err = [[e.mean - e.lo], [e.hi - e.mean]] if e.n > 1 else None
             hatch = "//" if m in diverged else None  # some seed diverged: scored at its last good weights
-            ax.bar(x[i], e.mean, 0.7, color=colors[m], yerr=err, capsize=3, hatch=hatch, edgecolor="white")
-            ax.text(x[i], e.hi + 1, f"{e.mean:.1f}", ha="center", va="bottom", fontsize=7)
+            ax.barh(y[i], e.mean, 0.7, color=colors[m], xerr=err, capsize=2, hatch=hatch, edgecolor="white",
+                    error_kw={"lw": 0.8})
+            ax.text(e.hi + 1.5, y[i], f"{e.mean:.1f}", va="center", fontsize=7)
         for ref, style in REF_STYLE.items():
             e = _domain_estimate(res, ref, tasks)
             if e is not None:
-                ax.axhline(e.mean, lw=1.2, label=f"{label(ref)} ({e.mean:.1f})", **style)
+                ax.axvline(e.mean, lw=1.2, label=f"{label(ref)} ({e.mean:.1f})", **style)
         names = ", ".join(tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
-        ax.set_title(f"{domain.capitalize()}\n({names})", fontsize=9)
-        ax.set_xticks(x, ticks, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 105)
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{domain.capitalize()} ({names})", fontsize=9)
+        ax.set_yticks(y, ticks, fontsize=8)
+        ax.set_xlim(0, 105)
+        ax.set_xlabel("score (%)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=7, loc="upper left", frameon=False)  # the reference lines
-    axes[0][0].set_ylabel("score (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
     title = ("Per-domain score, one seed" if len(res.seeds) == 1
-             else f"Per-domain score: mean over {len(res.seeds)} seeds, 95% bootstrap CI")
+             else f"Per-domain score: mean over {len(res.seeds)} seeds, 95% bootstrap CI over seeds")
     if diverged:
         title += "\n† hatched: diverged in some seed (scored at its last good weights)"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if handles:
+        fig.legend(handles, [lab.rsplit(" (", 1)[0] for lab in labels], loc="lower center", ncol=2, fontsize=8,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
     _save(fig, path)
 
 
@@ -132,7 +142,7 @@ def training_curves(res: Results, path: Path) -> None:
             with np.errstate(all="ignore"):
                 mean, lo, hi = np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
             ax.plot(steps, mean, color=colors[m], lw=1.4, label=f"{label(m)} (n={len(vals)})")
-            if len(vals) > 1:
+            if len(vals) > 1 and len(res.methods) <= MAX_BANDS:
                 ax.fill_between(steps, lo, hi, color=colors[m], alpha=0.2, lw=0)
             drawn = True
         ax.set_title(title, fontsize=9)
@@ -149,9 +159,12 @@ def training_curves(res: Results, path: Path) -> None:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
+    ncol = min(len(labels), 5) or 1
+    rows = -(-len(labels) // ncol)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    bands = "" if len(res.methods) > MAX_BANDS else ", band = min to max over seeds"
     fig.suptitle("Training curves, one seed" if len(res.seeds) == 1 else
-                 f"Training curves: mean over {len(res.seeds)} seeds, band = min to max over seeds", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+                 f"Training curves: mean over {len(res.seeds)} seeds{bands}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.02 + 0.035 * rows, 1, 1))
     _save(fig, path)

@@ -120,7 +120,7 @@ def _budget(phases: list[dict]) -> float:
 
 
 def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plus: bool = True,
-                   workers: int | None = None) -> list[dict]:
+                   workers: int | None = None, cache: bool = True) -> list[dict]:
     """[(task_id, completion)] -> [{"base": status, "plus": status | None}] ("pass"/"fail"/"timeout").
 
     "plus" is None where it was not run: base inputs failed (the plus metric needs both), or the
@@ -138,7 +138,7 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
                "fast_check": True, "phases": phases}
         jobs.append((job, sandbox.Limits(wall_s=_budget(phases))))
     keys = [_verdict_key(job) for job, _ in jobs]
-    known = {k: v for k in set(keys) if (v := _cached_verdict(k)) is not None}
+    known = {k: v for k in set(keys) if cache and (v := _cached_verdict(k)) is not None}
     todo = {k: j for k, j in zip(keys, jobs) if k not in known}  # identical programs run once
     for k, o in zip(todo, sandbox.run_many(list(todo.values()), workers)):
         res = o.result if isinstance(o.result, dict) else {}
@@ -146,7 +146,7 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
         base = res.get("base") or lost
         known[k] = {"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
                     "sandbox": o.status if o.status != "ok" else None}
-        if o.status == "ok":  # a clean verdict is a function of the program; a timeout may be the load's
+        if cache and o.status == "ok":  # a clean verdict is a function of the program; a timeout may be the load's
             _store_verdict(k, known[k])
     return [dict(known[k]) for k in keys]
 
@@ -156,7 +156,13 @@ def _verdict_key(job: dict) -> str:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(job, sort_keys=True, default=repr).encode()).hexdigest()
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # some plus inputs are integers of thousands of digits
+    try:
+        blob = json.dumps(job, sort_keys=True, default=repr)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _cached_verdict(key: str) -> dict | None:
