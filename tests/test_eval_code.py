@@ -129,17 +129,23 @@ def test_score_mixes_hostile_and_honest_samples(tmp_path):
     assert summary["n_items"] == 3 and summary["n_samples"] == n + 4 and summary["decoding"]["k"] == 1
 
 
-@needs_data
-@pytest.mark.slow
-def test_full_humanevalplus_canonical_164(tmp_path, monkeypatch):
+def _score_canonical(task: str, data: Path, tmp_path: Path, monkeypatch) -> list[dict]:
+    """`tropd score` on every canonical solution of an evalplus file; the per-sample rows."""
     # evalplus's limits are 4x the canonical wall time; a busy shared 2-core box needs more
     monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
     monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))  # every program really runs
-    samples = tmp_path / "he.jsonl"
+    samples = tmp_path / f"{task}.jsonl"
     samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
-                               for r in map(json.loads, gzip.open(HEP, "rt"))))
-    assert main(["score", "--task", "humanevalplus", "--samples", str(samples), "--out", str(tmp_path / "o.json")]) == 0
-    rows = read_jsonl(tmp_path / "o.samples.jsonl")
+                               for r in map(json.loads, gzip.open(data, "rt"))))
+    out = tmp_path / f"{task}.json"
+    assert main(["score", "--task", task, "--samples", str(samples), "--out", str(out)]) == 0
+    return read_jsonl(tmp_path / f"{task}.samples.jsonl")
+
+
+@needs_data
+@pytest.mark.slow
+def test_full_humanevalplus_canonical_164(tmp_path, monkeypatch):
+    rows = _score_canonical("humanevalplus", HEP, tmp_path, monkeypatch)
     assert len(rows) == 164 and all(r["base"] == "pass" and r["plus"] == "pass" for r in rows), \
         [r["id"] for r in rows if r["plus"] != "pass"]
 
@@ -149,13 +155,7 @@ def test_full_humanevalplus_canonical_164(tmp_path, monkeypatch):
 def test_full_mbppplus_and_mbpp_canonical(tmp_path, monkeypatch):
     # MBPP+: evalplus itself times out on Mbpp/599's plus inputs on a slow or busy machine (its
     # canonical solution needs about 80 s there, the per-task cap is 60 s); allow that one only.
-    monkeypatch.setenv("TROPD_EVALPLUS_TIME_FACTOR", "12")
-    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))  # every program really runs
-    samples = tmp_path / "mbppplus.jsonl"
-    samples.write_text("".join(json.dumps({"id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
-                               for r in map(json.loads, gzip.open(MBPPP, "rt"))))
-    assert main(["score", "--task", "mbppplus", "--samples", str(samples), "--out", str(tmp_path / "p.json")]) == 0
-    bad = [r["id"] for r in read_jsonl(tmp_path / "p.samples.jsonl") if r["plus"] != "pass"]
+    bad = [r["id"] for r in _score_canonical("mbppplus", MBPPP, tmp_path, monkeypatch) if r["plus"] != "pass"]
     assert set(bad) <= {"Mbpp/599"}, bad
     mbpp = benchmarks_root() / "mbpp" / "sanitized-mbpp.jsonl"
     samples = tmp_path / "mbpp.jsonl"

@@ -57,26 +57,20 @@ def test_behaviour_logprobs_match_scoring(models):
 
 
 def test_guided_rollout_prefix_then_student():
-    from dataclasses import dataclass
+    from tropd.registry import get_method
 
-    @dataclass
-    class P:
-        guidance: bool = True
-        guided_fraction: float = 1.0
-        prefix_rule: str = "uniform"
-        anneal_frac: float = 1.0
-
+    params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     fb = FakeBackend(V, {2}, 0, low=3, eos_prob=0.0)
-    b = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, P(), step=0, total_steps=10, seed=0,
+    b = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=0, total_steps=10, seed=0,
                 max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     for ft, m in zip(b.from_teacher_BT, b.response_mask_BT):
         n_t = int(ft.sum())
         assert ft[:n_t].all() and not ft[n_t:].any()  # teacher prefix first, then the student
         assert int(m.sum()) == 12
-    again = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, P(), step=0, total_steps=10, seed=0,
+    again = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=0, total_steps=10, seed=0,
                     max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     assert torch.equal(b.input_ids_BL, again.input_ids_BL)
-    late = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, P(), step=10, total_steps=10, seed=0,
+    late = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=10, total_steps=10, seed=0,
                    max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     assert not late.from_teacher_BT.any()  # the cosine schedule has reached 0
 

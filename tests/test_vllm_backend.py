@@ -182,16 +182,11 @@ def test_teacher_engine_is_built_lazily_in_its_own_process(fake_vllm, models):
 
 def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
     pytest.importorskip("tropd.methods.guidance")
+    from tropd.registry import get_method
 
-    @dataclass
-    class P:
-        guidance: bool = True
-        guided_fraction: float = 1.0
-        prefix_rule: str = "uniform"
-        anneal_frac: float = 1.0
-
+    params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     b = backend(models)
-    batch = collect("guided", b, [[3, 4, 5]], [[1]], 4, P(), step=0, total_steps=10, seed=0,
+    batch = collect("guided", b, [[3, 4, 5]], [[1]], 4, params, step=0, total_steps=10, seed=0,
                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     student, teacher = FakeLLM.instances
     assert len(teacher.requests) == 4
