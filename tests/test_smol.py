@@ -149,3 +149,15 @@ def test_smol_profile_is_the_issue_6_setup():
     assert len(keep) < 30 and cfg.prepare.heal_steps > 0 and cfg.prepare.teacher_adapt_steps > 0
     assert cfg.train.backend == "hf" and cfg.workflow.gpus_per_train == 0
     assert cfg.teacher.path.startswith(cfg.paths.models) and cfg.student.path.startswith(cfg.paths.models)
+
+
+def test_other_prompts_come_from_tasks_the_profile_does_not_evaluate():
+    from tropd.config import SmolPrepare
+
+    rows = smol.other_prompts(SmolPrepare(code_prompts=5, instruct_prompts=7))
+    assert [r["domain"] for r in rows] == ["code"] * 5 + ["instruct"] * 7
+    assert all(r["id"].startswith(("mbpp/", "ifbench/")) for r in rows) and len({r["id"] for r in rows}) == 12
+    assert all(r["prompt"] and r["reference"] == "" for r in rows)
+    assert smol.other_prompts(SmolPrepare()) == []
+    with pytest.raises(ConfigError, match="prepare.instruct_prompts"):
+        smol.other_prompts(SmolPrepare(instruct_prompts=10_000))

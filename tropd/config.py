@@ -74,7 +74,11 @@ class SmolPrepare:
     heal_lr: float = 1e-4
     teacher_adapt_steps: int = 0  # SFT of the teacher on the math format (0 = none)
     max_len: int = 256
-    n_train_prompts: int = 512
+    n_train_prompts: int = 512  # GSM8K train questions for distillation (domain math)
+    # Other distillation prompts, none from a task the smol profile evaluates: MBPP's (code; its
+    # eval task's own prompt format) and IFBench's (instruct; constraint types unlike IFEval's).
+    code_prompts: int = 0
+    instruct_prompts: int = 0
 
 
 @dataclass
@@ -136,7 +140,11 @@ class EvalConfig:
     temperature: float = 0.0
     max_new_tokens: int = 64
     limit: int = 0  # 0 = every item
+    task_limits: dict[str, int] = field(default_factory=dict)  # per-task `limit` (e.g. {mmlu: 500})
     batch_size: int = 64
+    # Every evaluated model (teacher, untrained student, each trained student) is loaded in this
+    # dtype, so that the rows of a table differ only by their weights.
+    dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclass
@@ -361,7 +369,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: must be > 0, got {v}")
     nonneg = {"train.lr": t.lr, "train.weight_decay": t.weight_decay, "train.warmup_steps": t.warmup_steps,
               "train.temperature": t.temperature, "train.grad_clip": t.grad_clip,
-              "eval.temperature": cfg.eval.temperature, "eval.limit": cfg.eval.limit}
+              "eval.temperature": cfg.eval.temperature, "eval.limit": cfg.eval.limit,
+              **{f"eval.task_limits.{k}": v for k, v in cfg.eval.task_limits.items()}}
     for key, v in nonneg.items():
         if v < 0:
             raise ConfigError(f"{key}: must be >= 0, got {v}")

@@ -48,12 +48,13 @@ def _load_cfg(path: str, required: bool) -> RunConfig | None:
 
 
 def _model_spec(cfg: RunConfig, model: str) -> ModelSpec:
-    """The profile's teacher/student spec when --model is one of them (dtype, device); else defaults."""
+    """`eval.dtype` for every model; the GGUF file and device of the profile's teacher/student spec
+    when --model is one of them."""
     target = Path(model).resolve()
     for spec in (cfg.teacher, cfg.student):
         if spec.path and cfg.resolve(spec.path).resolve() == target:
-            return ModelSpec(path=str(target), gguf_file=spec.gguf_file, dtype=spec.dtype, device=spec.device)
-    return ModelSpec(path=model)
+            return ModelSpec(path=str(target), gguf_file=spec.gguf_file, dtype=cfg.eval.dtype, device=spec.device)
+    return ModelSpec(path=model, dtype=cfg.eval.dtype)
 
 
 def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: str | None,
@@ -99,9 +100,10 @@ def eval_main(args: argparse.Namespace) -> int:
     k = args.k if args.k is not None else e.k
     temperature = args.temperature if args.temperature is not None else e.temperature
     max_new = args.max_new_tokens if args.max_new_tokens is not None else e.max_new_tokens
-    limit = args.limit if args.limit is not None else e.limit
-    if k < 1 or max_new < 1 or temperature < 0 or limit < 0:
+    if k < 1 or max_new < 1 or temperature < 0 or (args.limit is not None and args.limit < 0):
         raise UserError("need --k >= 1, --max-new-tokens >= 1, --temperature >= 0, --limit >= 0")
+    # --limit applies to every task; otherwise eval.task_limits, then eval.limit
+    limits = [args.limit if args.limit is not None else e.task_limits.get(t.name, e.limit) for t in tasks]
     if k > 1 and temperature == 0:
         raise UserError(f"--k {k} samples need --temperature > 0")
     from tropd.cli import parse_seeds
@@ -109,7 +111,7 @@ def eval_main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seed)
     if len(seeds) > 1 and "{seed}" not in args.out:
         raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
-    items_by_task = [load_items(task, cfg, limit) for task in tasks]  # every input checked first
+    items_by_task = [load_items(task, cfg, n) for task, n in zip(tasks, limits)]  # every input checked first
 
     import torch
 
@@ -124,7 +126,7 @@ def eval_main(args: argparse.Namespace) -> int:
             spec = _model_spec(cfg, path)
             loaded = (path, load_model(spec, role="eval model"), load_tokenizer(spec))
         _, model, tok = loaded
-        for task, items in zip(tasks, items_by_task):
+        for task, items, limit in zip(tasks, items_by_task, limits):
             t1 = time.time()
             out = args.out.replace("{seed}", str(seed)).replace("{task}", task.name)
             # Greedy decoding does not depend on the seed: the same model's other seeds reuse the result.

@@ -11,8 +11,12 @@
 - student : a layer-pruned copy (`keep_layers`; configs/smol.yaml keeps 15 of 30 layers, 81M),
             whose generations are garbage until healed by `heal_steps` of SFT on GSM8K train. The
             compression setting: distillation has to recover what pruning removed.
-- data    : `<data>/train.jsonl`, `n_train_prompts` GSM8K train questions with the GSM8K eval
-            task's instruction (tropd.eval.tasks), for distillation; SFT uses other train items.
+- data    : `<data>/train.jsonl`, the distillation prompts: `n_train_prompts` GSM8K train
+            questions with the GSM8K eval task's instruction (tropd.eval.tasks; SFT uses other train
+            items), then `code_prompts` MBPP and `instruct_prompts` IFBench prompts in their eval
+            tasks' own formats. None of them is from a task the profile evaluates (GSM8K test,
+            MATH-500, HumanEval+, IFEval, MMLU). Only GSM8K rows have a reference answer (GKD's
+            dataset samples); the others have none.
 - probe   : `<models>/probe.json`, greedy GSM8K accuracy of both models on held-out train items and
             the teacher's log-prob of each model's samples: the two models must really differ.
 
@@ -76,6 +80,21 @@ def gsm8k_train() -> list[dict]:
 def clean_answer(answer: str) -> str:
     """A GSM8K solution without its calculator annotations: '48/2 = <<48/2=24>>24' -> '48/2 = 24'."""
     return re.sub(r"<<[^>]*>>", "", answer).strip()
+
+
+def other_prompts(p: SmolPrepare) -> list[dict]:
+    """train.jsonl rows of the code (MBPP) and instruct (IFBench) distillation prompts."""
+    from tropd.eval.tasks import get_task, load_items
+
+    rows = []
+    for domain, task, n in (("code", "mbpp", p.code_prompts), ("instruct", "ifbench", p.instruct_prompts)):
+        if n:
+            items = load_items(get_task(task), None, n)
+            if len(items) < n:
+                raise ConfigError(f"prepare.{domain}_prompts: {n} asked, {task} has {len(items)}")
+            rows += [{"id": f"{task}/{it.id}", "domain": domain, "prompt": it.prompt, "reference": ""}
+                     for it in items]
+    return rows
 
 
 def prompt_text(question: str) -> str:
@@ -153,9 +172,8 @@ def sft_fp32(model, examples, steps: int, p: SmolPrepare, seed: int, pad_id: int
     if steps <= 0:
         return []
     model.float()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        return sft(model, examples, steps=steps, batch=p.heal_batch, lr=p.heal_lr, seed=seed,
-                   pad_id=pad_id, max_len=p.max_len, tag=tag)
+    return sft(model, examples, steps=steps, batch=p.heal_batch, lr=p.heal_lr, seed=seed,
+               pad_id=pad_id, max_len=p.max_len, tag=tag, bf16=bf16)
 
 
 @torch.no_grad()
@@ -235,7 +253,7 @@ def build(cfg: RunConfig, base: Path, data_tmp: Path, models_tmp: Path, log) -> 
     sft_rows = rows[p.n_train_prompts : -N_PROBE]
     atomic_write_jsonl(data_tmp / "train.jsonl", [
         {"id": f"gsm8k-train/{i}", "domain": "math", "prompt": prompt_text(r["question"]),
-         "reference": clean_answer(r["answer"])} for i, r in enumerate(distil)])
+         "reference": clean_answer(r["answer"])} for i, r in enumerate(distil)] + other_prompts(p))
 
     tok = AutoTokenizer.from_pretrained(base)
     examples = sft_examples(tok, sft_rows, p.max_len)

@@ -65,6 +65,11 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     teacher = load_model(cfg.teacher, "teacher")
     if tc.gradient_checkpointing:
         student.gradient_checkpointing_enable()
+    # train.dtype bfloat16: fp32 master weights, bf16 compute. The student forward calls the
+    # backbone and LM head directly (tropd.scoring), not model.forward, so accelerate's wrapper of
+    # forward would not apply: the loop opens `accelerator.autocast()` regions itself, one per
+    # rollout and one per micro-batch, never across an optimizer step (autocast caches the bf16
+    # copy of each weight until its region exits).
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
     optimizer, scheduler = make_optimizer(student, tc)
@@ -100,12 +105,13 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         t0 = time.perf_counter()
         fault_point("rollout", step)
         idx = prompts.indices(step, tc.prompts_per_step)
-        batch = stage2.fixed_rollout(step) or collect(
-            kind, backend, [prompts.prompt_tokens[i] for i in idx],
-            [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, params,
-            step=step, total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
-            temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id,
-        )
+        with accelerator.autocast():  # one region a rollout: the weights do not change inside it
+            batch = stage2.fixed_rollout(step) or collect(
+                kind, backend, [prompts.prompt_tokens[i] for i in idx],
+                [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, params,
+                step=step, total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
+                temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id,
+            )
         stage2.remember_rollout(step, batch)
         times["time_rollout"] = time.perf_counter() - t0
         batch = batch.to(accelerator.device)
@@ -126,13 +132,14 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             scored = teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
             t_score += time.perf_counter() - t0
             t0 = time.perf_counter()
-            stud = student_forward(student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size,
-                                   "full_logits" in method.needs)
-            s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
-                           behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
-            res = method.fn(s, params, ctx)
-            res.loss_BT = poison(res.loss_BT, "loss", step)
-            loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
+            with accelerator.autocast():  # per micro-batch, closed before backward and the step
+                stud = student_forward(student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size,
+                                       "full_logits" in method.needs)
+                s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
+                               behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
+                res = method.fn(s, params, ctx)
+                res.loss_BT = poison(res.loss_BT, "loss", step)
+                loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
             accelerator.backward(loss)
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())

@@ -7,4 +7,4 @@ written in the real benchmark formats (GSM8K, HumanEval+, IFEval) so the real gr
 
 # Bump when a generator, the tokenizer or the SFT recipe changes: prepared folders with another
 # version are rebuilt (the version is part of the prepare stamp).
-GENERATOR_VERSION = "tiny-2"
+GENERATOR_VERSION = "tiny-3"

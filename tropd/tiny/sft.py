@@ -63,10 +63,16 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 
 def sft(model, examples: list[tuple[list[int], list[int]]], *, steps: int, batch: int, lr: float,
-        seed: int, pad_id: int, max_len: int, tag: str, grad_clip: float = 1.0,
+        seed: int, pad_id: int, max_len: int, tag: str, grad_clip: float = 1.0, bf16: bool = False,
         callback=None, every: int = 0) -> list[float]:
     """Train `model` in place; returns the loss of every step. `callback(step)` runs every
-    `every` steps (model in eval mode), e.g. to follow held-out accuracy while tuning."""
+    `every` steps (model in eval mode), e.g. to follow held-out accuracy while tuning.
+
+    `bf16`: compute the forward pass in bf16 under autocast, weights and optimizer stay fp32.
+    The autocast region is opened per step, never around the loop: autocast caches the bf16 copy
+    of each weight until its outermost region exits, so one region around the loop would run
+    every step with the step-0 weights (measured: SmolLM2 SFT loss 4.47 after 30 steps instead
+    of 2.29) while the optimizer updates fp32 weights the forward never reads."""
     ids_NL, labels_NL, lengths_N = pack(examples, pad_id, max_len)
     order = batch_order(lengths_N, batch, steps, seed, tag)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -80,7 +86,8 @@ def sft(model, examples: list[tuple[list[int], list[int]]], *, steps: int, batch
         T = int(lengths_N[idx].max())
         ids_BT, labels_BT = ids_NL[idx, :T], labels_NL[idx, :T]
         att_BT = (torch.arange(T)[None, :] < lengths_N[idx][:, None]).long()
-        loss = model(input_ids=ids_BT, attention_mask=att_BT, labels=labels_BT).loss
+        with torch.autocast(ids_BT.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids_BT, attention_mask=att_BT, labels=labels_BT).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
