@@ -146,7 +146,11 @@ def test_smol_profile_is_the_issue_6_setup():
     assert set(cfg.eval.tasks) == {"gsm8k", "math500", "humanevalplus", "ifeval", "mmlu"}
     assert {"opd", "tropd"} <= set(cfg.workflow.methods)
     keep = smol.keep_indices(cfg.prepare.keep_layers, 30)
-    assert len(keep) < 30 and cfg.prepare.heal_steps > 0 and cfg.prepare.teacher_adapt_steps > 0
+    assert len(keep) < 30 and cfg.prepare.heal_steps > 0
+    p = cfg.prepare  # distillation prompts of three domains
+    assert p.n_train_prompts > 0 and p.code_prompts > 0 and p.instruct_prompts > 0
+    # eval tasks are not among the prompt sources (GSM8K prompts come from its train split)
+    assert not {"mbpp", "mbppplus", "ifbench"} & set(cfg.eval.tasks)
     assert cfg.train.backend == "hf" and cfg.workflow.gpus_per_train == 0
     assert cfg.teacher.path.startswith(cfg.paths.models) and cfg.student.path.startswith(cfg.paths.models)
 
