@@ -180,3 +180,20 @@ def test_no_results_is_a_one_line_error(tmp_path, capsys):
     cfg = write_results(tmp_path, {}, methods=("opd",), seeds=(0,))
     assert cli(["aggregate", "--config", str(cfg)]) == 2
     assert "no eval summaries" in capsys.readouterr().err
+
+
+def test_finished_table_reads_the_samples_beside_each_summary(tmp_path):
+    cfg = write_results(tmp_path, full_scores(BASE), seeds=(0, 1, 2))
+    evals = tmp_path / "results" / "evals"
+    for seed, done in enumerate(([True, True, False, False], [True, False, False, False], [False] * 4)):
+        rows = [{"id": str(i), "completion": "x", "finished": f} for i, f in enumerate(done)]
+        (evals / "opd" / f"seed{seed}" / "tiny_math.samples.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    (evals / "teacher" / "seed0" / "gsm8k.samples.jsonl").write_text('{"id": "0", "completion": "ll"}\n')
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = pd.read_csv(tmp_path / "results" / "tables" / "finished.csv")
+    cell = df[(df.row == "opd") & (df.column == "tiny_math")].iloc[0]
+    assert cell["mean"] == pytest.approx((0.5 + 0.25 + 0.0) / 3) and cell["n_seeds"] == 3
+    # only tasks with a `finished` flag somewhere get a column (log-likelihood tasks have none)
+    assert set(df.column) == {"tiny_math"}
+    assert "ended with EOS" in (tmp_path / "results" / "tables" / "finished.md").read_text()

@@ -6,6 +6,7 @@ Reads <paths.results>/evals/ and <paths.results>/runs/ (the layout of workflow/S
 profile's workflow.methods x workflow.seeds x eval.tasks and writes
     <out>/tables/main.{md,csv,tex}     Table 4 layout: methods + references x benchmarks + cost
     <out>/tables/ablation.{md,csv}     Table 5 layout: outlier objective x guidance
+    <out>/tables/finished.{md,csv}     share of generations that ended with EOS (repetition loops)
     <out>/plots/benchmarks.png         Figure 1 style
     <out>/plots/training_curves.png    Figure 3 style
     <out>/tables/stages.md             time per stage, from Snakemake's benchmark files
@@ -21,7 +22,7 @@ from tropd.report.collect import load_results
 from tropd.report.plots import benchmark_bars, training_curves
 from tropd.report.provenance import provenance_line
 from tropd.report.render import write_table
-from tropd.report.tables import ablation_table, main_table
+from tropd.report.tables import ablation_table, finished_table, main_table
 
 
 def aggregate(config: str | Path, out: str | Path | None = None, overrides: list[str] | None = None) -> list[Path]:
@@ -30,7 +31,9 @@ def aggregate(config: str | Path, out: str | Path | None = None, overrides: list
     out = Path(out) if out else results_dir
     res = load_results(results_dir, cfg.workflow.methods, cfg.workflow.seeds, cfg.eval.tasks)
     written = []
-    for table, formats in ((main_table(res), ("md", "csv", "tex")), (ablation_table(res), ("md", "csv"))):
+    tables = ((main_table(res), ("md", "csv", "tex")), (ablation_table(res), ("md", "csv")),
+              (finished_table(res), ("md", "csv")))
+    for table, formats in tables:
         table.provenance = provenance_line(table, res.code_versions())
         written += write_table(table, out / "tables" / table.name, formats)
     benchmark_bars(res, out / "plots" / "benchmarks.png")

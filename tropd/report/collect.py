@@ -35,6 +35,7 @@ class EvalResult:
     value: float  # headline metric, a fraction in [0, 1]
     config_hash: str | None
     code_version: str | None
+    finished: float | None = None  # share of generations that ended with EOS (None: nothing generated)
 
 
 @dataclass
@@ -102,7 +103,20 @@ def read_eval(path: Path, row: str, seed: int, task: str) -> EvalResult:
         raise UserError(f"{path}: not an eval summary (needs domain, primary and metrics[primary].mean)") from None
     if d.get("task", task) != task:
         raise UserError(f"{path}: holds task {d['task']!r}, expected {task!r}")
-    return EvalResult(path, row, seed, task, domain, value, d.get("config_hash"), d.get("code_version"))
+    return EvalResult(path, row, seed, task, domain, value, d.get("config_hash"), d.get("code_version"),
+                      _finished_share(path))
+
+
+def _finished_share(summary: Path) -> float | None:
+    """Share of the samples beside `summary` that ended with EOS: a model caught in a repetition loop
+    runs into max_new_tokens, which a score alone does not show."""
+    from tropd.evaluate import samples_path
+
+    path = samples_path(summary)
+    if not path.is_file():
+        return None
+    flags = [r["finished"] for r in read_jsonl(path) if isinstance(r.get("finished"), bool)]
+    return sum(flags) / len(flags) if flags else None
 
 
 def seedless_hash(run_dir: Path, summary: dict) -> str | None:

@@ -180,3 +180,23 @@ def ablation_table(res: Results) -> Table:
     if len(rows) == 1:
         notes.append("None of the ablation presets is in workflow.methods of this profile.")
     return Table("ablation", cols, rows, len(res.seeds), notes)
+
+
+def finished_table(res: Results) -> Table:
+    """Share of generations that ended with EOS within eval.max_new_tokens, per model and generated
+    task: a score near the floor reads differently when the model never finishes an answer."""
+    tasks = [t for t in res.tasks if any(e.finished is not None for (_, _, tk), e in res.evals.items() if tk == t)]
+    cols = [Column("method", "Method", "text", "text"), *[Column(t, TASK_LABELS.get(t, t), "task") for t in tasks]]
+    rows = []
+    for key in ("student", "teacher", *res.methods):
+        cells = {"method": Cell(text=label(key))}
+        for t in tasks:
+            vals = [e.finished for (r, _, tk), e in sorted(res.evals.items()) if r == key and tk == t
+                    and e.finished is not None]
+            cells[t] = Cell(bootstrap(vals))
+        rows.append(Row(key, label(key), cells, res.run_hash(key), res.eval_hash(key)))
+    n = len(res.seeds)
+    spread = "one seed" if n == 1 else f"mean ± half-width of the 95% bootstrap CI over {n} seeds"
+    notes = [f"Share (%) of generations that ended with EOS within eval.max_new_tokens; {spread}."]
+    return Table("finished", cols, rows, len(res.seeds), notes)
+

@@ -16,6 +16,8 @@ rule aggregate:
         main_tex=f"{TABLES}/main.tex",
         ablation_md=report(f"{TABLES}/ablation.md", caption="../report/ablation_table.rst", category="Tables"),
         ablation_csv=f"{TABLES}/ablation.csv",
+        finished_md=f"{TABLES}/finished.md",
+        finished_csv=f"{TABLES}/finished.csv",
         stages=f"{TABLES}/stages.md",
         bars=report(f"{PLOTS}/benchmarks.png", caption="../report/benchmarks.rst", category="Plots"),
         curves=report(f"{PLOTS}/training_curves.png", caption="../report/training_curves.rst", category="Plots"),
