@@ -153,3 +153,21 @@ def test_preflight_passes_on_shared_tokenizer(tiny_profile, tmp_path):
     r = run_cli("preflight", "--config", tiny_profile, "--out", tmp_path / "pf.json", check=True)
     rep = json.loads((tmp_path / "pf.json").read_text())
     assert rep["ok"] and rep["self_kl_max_abs"] < 1e-5 and "preflight ok" in r.stdout
+
+
+def test_bf16_compute_keeps_fp32_weights_and_tracks_fp32(tiny_profile, reference_run, tmp_path):
+    """train.dtype=bfloat16 is mixed precision, not a bf16 model: the saved student stays fp32 and
+    the run follows the fp32 run (same seed) closely; bf16 rounding only perturbs it."""
+    out = tmp_path / "bf16"
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", out,
+            "train.dtype=bfloat16", check=True)
+    w16, w32 = weights(out), weights(reference_run)
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in w16.values())
+    assert any(not torch.equal(w16[k], w32[k]) for k in w32)  # bf16 compute really ran
+
+    def rkl(run):
+        return torch.tensor([json.loads(x)["rkl"] for x in (run / "metrics.jsonl").read_text().splitlines()])
+
+    r16, r32 = rkl(out), rkl(reference_run)
+    assert torch.isfinite(r16).all() and len(r16) == len(r32)
+    assert (r16 - r32).abs().mean() < 0.25 * r32.abs().mean(), (r16, r32)

@@ -251,13 +251,15 @@ def build(cfg: RunConfig, base: Path, data_tmp: Path, models_tmp: Path, log) -> 
         raise ConfigError(f"prepare.n_train_prompts: {p.n_train_prompts} leaves no GSM8K train items for SFT")
     distil, probe_rows = rows[: p.n_train_prompts], rows[-N_PROBE:]
     sft_rows = rows[p.n_train_prompts : -N_PROBE]
+    others = other_prompts(p)
     atomic_write_jsonl(data_tmp / "train.jsonl", [
         {"id": f"gsm8k-train/{i}", "domain": "math", "prompt": prompt_text(r["question"]),
-         "reference": clean_answer(r["answer"])} for i, r in enumerate(distil)] + other_prompts(p))
+         "reference": clean_answer(r["answer"])} for i, r in enumerate(distil)] + others)
 
     tok = AutoTokenizer.from_pretrained(base)
     examples = sft_examples(tok, sft_rows, p.max_len)
-    log(f"{len(distil)} distillation prompts; {len(examples)} SFT examples of <= {p.max_len} tokens")
+    log(f"{len(distil) + len(others)} distillation prompts ({len(distil)} GSM8K, {len(others)} code and "
+        f"instruction); {len(examples)} SFT examples of <= {p.max_len} tokens")
     losses, models = {}, {}
     for role in ("teacher", "student"):
         t0 = time.time()

@@ -132,14 +132,16 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             scored = teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
             t_score += time.perf_counter() - t0
             t0 = time.perf_counter()
-            with accelerator.autocast():  # per micro-batch, closed before backward and the step
+            # bf16 for the student forward only, closed before backward and the step; the method
+            # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
+            with accelerator.autocast():
                 stud = student_forward(student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size,
                                        "full_logits" in method.needs)
-                s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
-                               behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
-                res = method.fn(s, params, ctx)
-                res.loss_BT = poison(res.loss_BT, "loss", step)
-                loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
+            s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
+                           behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
+            res = method.fn(s, params, ctx)
+            res.loss_BT = poison(res.loss_BT, "loss", step)
+            loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
             accelerator.backward(loss)
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
