@@ -199,4 +199,3 @@ def finished_table(res: Results) -> Table:
     spread = "one seed" if n == 1 else f"mean ± half-width of the 95% bootstrap CI over {n} seeds"
     notes = [f"Share (%) of generations that ended with EOS within eval.max_new_tokens; {spread}."]
     return Table("finished", cols, rows, len(res.seeds), notes)
-
