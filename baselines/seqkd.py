@@ -8,6 +8,9 @@ Rollouts come from the teacher (every token `from_teacher`); the loss is the NLL
 whose expectation is KL(pi_T || pi_S) per prefix plus the teacher's entropy (a constant): a sampled
 forward KL at teacher-visited states.
 
+The loss never reads the teacher's scores, so SeqKD registers `scores_teacher=False` and the loop
+skips the teacher forward (a third of a SeqKD step on the smol profile).
+
 Deviation: the original decodes the teacher with beam search; we sample at `train.temperature`
 (what the shared rollout code offers, and what GKD's SeqKD variant does).
 """
@@ -22,6 +25,7 @@ from tropd.registry import MethodOutput, NoParams, StepContext, TokenStats, regi
     description="SeqKD: supervised NLL on teacher-sampled responses",
     reference="Kim & Rush 1606.07947; GKD 2306.13649 (lambda = 0)",
     rollout="teacher",
+    scores_teacher=False,  # the NLL needs only the student: no teacher scoring pass
 )
 def seqkd(s: TokenStats, p: NoParams, ctx: StepContext) -> MethodOutput:
     nll_BT = -s.logp_BT

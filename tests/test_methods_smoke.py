@@ -51,3 +51,23 @@ def test_method_smoke(preset, tiny_profile, tmp_path, store):
         return
     assert preset in store, f"no stored losses for {preset}: run with TROPD_UPDATE_EXPECTED=1"
     assert losses == pytest.approx(store[preset], rel=1e-4, abs=1e-6)
+
+
+def test_a_method_that_never_reads_the_teacher_skips_scoring(tiny_profile, tmp_path, monkeypatch):
+    """SeqKD registers scores_teacher=False: the loop never calls the teacher forward."""
+    import tropd.train
+    from tropd.registry import _REGISTRY, get_method, register
+
+    get_method("seqkd")
+    assert [n for n, m in _REGISTRY.items() if not m.scores_teacher] == ["seqkd"]
+
+    def no_scoring(*a, **k):
+        raise AssertionError("teacher_score called for a method that does not read the teacher")
+
+    monkeypatch.setattr(tropd.train, "teacher_score", no_scoring)
+    cfg = load_config(tiny_profile, method="seqkd", overrides=["train.steps=2", "train.checkpoint_every=100"])
+    summary = train(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["teacher_tokens_scored"] == 0 and summary["tokens_generated"] > 0
+    with pytest.raises(ValueError, match="does not score"):
+        register("needs_without_scores", description="", reference="", needs=("topk",),
+                 scores_teacher=False)(lambda s, p, c: None)

@@ -171,3 +171,63 @@ def test_bf16_compute_keeps_fp32_weights_and_tracks_fp32(tiny_profile, reference
     r16, r32 = rkl(out), rkl(reference_run)
     assert torch.isfinite(r16).all() and len(r16) == len(r32)
     assert (r16 - r32).abs().mean() < 0.25 * r32.abs().mean(), (r16, r32)
+
+
+def test_truncated_mask_drops_cut_responses_from_the_loss(tiny_profile, tmp_path):
+    """train.truncated=mask: a step whose responses all ran into max_new_tokens has zero loss and no
+    gradient, though its reverse KL is still logged; `keep` trains on the same responses."""
+    def lines(mode):
+        out = tmp_path / mode
+        run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                "train.max_new_tokens=1", f"train.truncated={mode}", check=True)
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    masked, kept = lines("mask"), lines("keep")
+    cut = [i for i, x in enumerate(masked) if x["finished_frac"] == 0.0]
+    assert cut, "expected steps where every response was cut (one new token, random models)"
+    for i in cut:
+        assert masked[i]["loss"] == 0.0 and masked[i]["grad_norm"] == 0.0 and masked[i]["rkl"] != 0.0
+    assert kept[cut[0]]["loss"] != 0.0 and kept[cut[0]]["grad_norm"] > 0.0
+    assert all(0.0 <= x["finished_frac"] <= 1.0 for x in masked)
+
+
+def test_old_run_with_fewer_schema_keys_is_still_recognised(tiny_profile, tmp_path):
+    """A run written under an older schema (its resolved config lacks a key added since and holds a
+    workflow key removed since; its summary holds the hash of that time) is still the same run: no
+    retraining, no 'another config' error."""
+    out = tmp_path / "run"
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    del resolved["train"]["truncated"]  # a key the schema gained since
+    resolved["workflow"]["threads_train"] = 1  # and one it lost (workflow keys are not hashed)
+    (out / "config.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps(dict(summary, config_hash="0ld0ld0ld0ld")))
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    assert "nothing to do" in again.stdout
+    other = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                    "train.lr=0.5")
+    assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_config_hash_counts_only_values_that_differ_from_the_defaults():
+    """The run hash and the workflow's rerun digest see only non-default values: a schema that
+    gains a key (simulated by a subclass with one more field) leaves both unchanged, while a
+    non-default value of the new key changes them."""
+    from dataclasses import dataclass
+
+    from tropd.config import RunConfig, SmolPrepare, TrainConfig, config_hash, settings_digest
+
+    @dataclass
+    class TrainLater(TrainConfig):
+        new_knob: int = 3
+
+    base, sections = RunConfig(), ("train", "method", "seed")
+    later = RunConfig(train=TrainLater())
+    assert config_hash(later) == config_hash(base)
+    assert settings_digest(later, sections) == settings_digest(base, sections)
+    assert config_hash(RunConfig(train=TrainLater(new_knob=4))) != config_hash(base)
+    assert settings_digest(RunConfig(train=TrainLater(new_knob=4)), sections) != settings_digest(base, sections)
+    assert config_hash(base) != config_hash(RunConfig(train=TrainConfig(truncated="mask")))
+    assert config_hash(base) != config_hash(RunConfig(prepare=SmolPrepare()))  # the chosen kind counts
+    assert config_hash(base) == config_hash(RunConfig(train=TrainConfig(checkpoint_every=7)))

@@ -114,6 +114,11 @@ class TrainConfig:
     chunk_size: int = 256  # sequence chunk of the student forward (memory grows with chunk*V)
     topk: int = 64  # teacher top-k kept per position (clipped to the vocabulary size)
     loss_norm: Literal["token", "sequence"] = "token"  # token-mean over the step, or per-sequence mean
+    # A response cut by max_new_tokens (no EOS). `keep`: trained on like any other. `mask`: left out
+    # of the loss (still logged), as DAPO's overlong filtering does (arXiv 2503.14476): the paper's
+    # 8096-token budget rarely truncates, but a short CPU budget truncates many rollouts, and a
+    # teacher that rates repetition as likely rewards the loops that run into the limit.
+    truncated: Literal["keep", "mask"] = "keep"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1
@@ -122,7 +127,7 @@ class TrainConfig:
     backend: Literal["hf", "vllm", "fake"] = "hf"
     dtype: Literal["float32", "bfloat16"] = "float32"
     gradient_checkpointing: bool = False
-    num_threads: int = 0  # torch threads; 0 = leave the default
+    num_threads: int = 0  # torch threads (and the Snakemake threads of train/eval jobs); 0 = the default
 
 
 @dataclass
@@ -154,7 +159,6 @@ class WorkflowConfig:
     gpus_per_train: int = 0
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
-    threads_train: int = 1
     # per_run: a train job per (method, seed) and an eval job per (model, seed, task), for clusters;
     # per_method: one job per method (all seeds) and per model (all seeds and tasks), which pays the
     # process start-up once (small CPU profiles; workflow/rules/train.smk)
@@ -390,15 +394,70 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def non_default(obj: Any) -> dict:
+    """The fields of dataclass `obj` that differ from its schema defaults, recursively."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(v):
+            sub = non_default(v)
+            if not isinstance(v, type(default)):  # a union field (prepare): the chosen kind counts
+                sub["__type__"] = type(v).__name__
+            if sub:
+                out[f.name] = sub
+        elif v != default:
+            out[f.name] = v
+    return out
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes a run's numbers (not where its files go)."""
-    d = to_dict(cfg)
+    """Hash of everything that changes a run's numbers (not where its files go).
+
+    Only values that differ from the schema defaults enter the hash, so a key added to the schema
+    later (with a default that keeps the old behaviour) leaves the hashes of existing runs alone;
+    resolved configs record every value, so a changed default still changes the hash of a new run.
+    """
+    d = non_default(cfg)
     d.pop("paths", None)
     d.pop("workflow", None)
-    d["train"].pop("checkpoint_every", None)
-    d["train"].pop("keep_checkpoints", None)
+    train = d.pop("train", {})
+    train.pop("checkpoint_every", None)
+    train.pop("keep_checkpoints", None)
+    if train:
+        d["train"] = train
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def settings_digest(cfg: RunConfig, sections: tuple[str, ...]) -> str:
+    """Digest of some top-level sections of `cfg`, non-default values only: the workflow's rerun
+    trigger (a rule param), so that a schema key added later does not rerun finished jobs."""
+    def part(name: str) -> Any:
+        v = getattr(cfg, name)
+        return non_default(v) if dataclasses.is_dataclass(v) else v
+
+    blob = json.dumps({s: part(s) for s in sections}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:
+    """config_hash of the run's config.resolved.yaml read through the current schema (with `seed`
+    in place of its own when given); None where the run has no resolved config."""
+    resolved = run_dir / "config.resolved.yaml"
+    if not resolved.is_file():
+        return None
+    try:
+        data = yaml.safe_load(resolved.read_text()) or {}
+        for section in ("paths", "workflow"):  # not hashed; an old run may hold keys since removed
+            data.pop(section, None)
+        if seed is not None:
+            data["seed"] = seed
+        return config_hash(build(RunConfig, data))
+    except (yaml.YAMLError, ConfigError, TypeError) as e:
+        from tropd.errors import UserError
+
+        raise UserError(f"{resolved}: unreadable resolved config ({str(e).splitlines()[0]})") from None
 
 
 def code_version() -> str:

@@ -6,8 +6,9 @@ A method is a pure function
 
 from per-token tensors to an *unreduced* per-token loss `loss_BT` (B, T) plus per-token
 diagnostics. It never masks, averages or calls backward: that happens once, in
-`tropd.reduce.reduce_loss`. A method also declares what it needs from the teacher (`needs`) and
-which behaviour policy writes its rollouts (`rollout`), so the training loop computes only that.
+`tropd.reduce.reduce_loss`. A method also declares what it needs from the teacher (`needs`; with
+`scores_teacher=False` not even the sampled tokens' log-probs, so the teacher forward is skipped)
+and which behaviour policy writes its rollouts (`rollout`), so the training loop computes only that.
 
 Shapes: B sequences, T response positions (prompt excluded, right-padded), K teacher top-k, V vocab.
 """
@@ -34,7 +35,7 @@ class TokenStats:
     from_teacher_BT: torch.Tensor  # bool (B, T): token written by the teacher (guidance prefix, SeqKD)
     logp_BT: torch.Tensor  # student log pi_S(x_t), with grad
     behav_logp_BT: torch.Tensor  # log-prob under the policy that sampled x_t (no grad)
-    teacher_logp_BT: torch.Tensor  # log pi_T(x_t)
+    teacher_logp_BT: torch.Tensor  # log pi_T(x_t); NaN for a method with scores_teacher=False
     student_entropy_BT: torch.Tensor | None = None  # H(pi_S(.|h_t)), detached
     teacher_entropy_BT: torch.Tensor | None = None  # H(pi_T(.|h_t))
     teacher_topk_ids_BTK: torch.Tensor | None = None  # long (B, T, K): teacher's top-k ids
@@ -81,6 +82,7 @@ class Method:
     reference: str = ""
     needs: frozenset[str] = frozenset()
     rollout: str = "student"
+    scores_teacher: bool = True  # False: the loss never reads the teacher (SeqKD); no scoring pass
 
     def parse_params(self, raw: dict[str, Any]) -> Any:
         from tropd.config import build
@@ -103,6 +105,7 @@ def register(
     reference: str,
     needs: tuple[str, ...] = (),
     rollout: str = "student",
+    scores_teacher: bool = True,
 ) -> Callable:
     """Decorator: register `fn` as method `name`."""
 
@@ -111,7 +114,10 @@ def register(
             raise ValueError(f"method {name!r} registered twice")
         if not dataclasses.is_dataclass(params):
             raise TypeError(f"method {name!r}: params must be a dataclass")
-        _REGISTRY[name] = Method(name, fn, params, description, reference, frozenset(needs), rollout)
+        if needs and not scores_teacher:
+            raise ValueError(f"method {name!r}: needs {sorted(needs)} from a teacher it does not score")
+        _REGISTRY[name] = Method(name, fn, params, description, reference, frozenset(needs), rollout,
+                                 scores_teacher)
         return fn
 
     return deco

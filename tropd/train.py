@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from tropd import checkpoint as ckpt
-from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config
+from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config, resolved_hash
 from tropd.data import load_prompts
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison, set_method
@@ -119,8 +119,11 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         n_gen = int((mask_all & ~batch.from_teacher_BT).sum())
         totals["tokens_generated"] += int(mask_all.sum())  # by either model (teacher prefixes too)
         totals["student_tokens_generated"] += n_gen
-        totals["teacher_tokens_scored"] += int(mask_all.sum())
-        denom = step_denominator(mask_all, tc.loss_norm)
+        totals["teacher_tokens_scored"] += int(mask_all.sum()) if method.scores_teacher else 0
+        finished_B = batch.finished_B if batch.finished_B is not None else torch.ones_like(mask_all[:, 0])
+        # train.truncated=mask: responses cut by max_new_tokens stay in the metrics, not in the loss.
+        loss_mask_all = mask_all & finished_B[:, None] if tc.truncated == "mask" else mask_all
+        denom = step_denominator(loss_mask_all, tc.loss_norm)
 
         # 2-4. per micro-batch: teacher scoring, student forward, method loss, shared reduction.
         sums: dict[str, list[float]] = {}
@@ -129,19 +132,22 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
             t0 = time.perf_counter()
-            scored = teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
+            scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
+                      if method.scores_teacher else
+                      {"teacher_logp_BT": torch.full_like(micro.behav_logp_BT, float("nan"))})
             t_score += time.perf_counter() - t0
             t0 = time.perf_counter()
             # bf16 for the student forward only, closed before backward and the step; the method
             # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
             with accelerator.autocast():
-                stud = student_forward(student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size,
+                stud = student_forward(student, micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size,
                                        "full_logits" in method.needs)
             s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
                            behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
             res = method.fn(s, params, ctx)
             res.loss_BT = poison(res.loss_BT, "loss", step)
-            loss = reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom)
+            loss_mask = loss_mask_all[mb : mb + tc.micro_batch]
+            loss = reduce_loss(res.loss_BT, loss_mask, tc.loss_norm, denom)
             accelerator.backward(loss)
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
@@ -180,7 +186,8 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         times["time_ckpt"] = time.perf_counter() - t0
         resp_len = float(mask_all.sum(-1).float().mean())
         line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "response_len": resp_len, "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
+                "response_len": resp_len, "finished_frac": float(finished_B.float().mean()),
+                "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
                 **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -218,8 +225,11 @@ def train_main(args) -> int:
         out = Path(args.out.replace("{seed}", str(seed)))
         done = read_summary(out)
         if done is not None:
-            if done.get("config_hash") != config_hash(cfg):
-                raise UserError(f"{out} holds a run with another config (hash {done.get('config_hash')} != "
+            # Recomputed from the stored resolved config, so that a schema change does not make an
+            # old run look foreign; the summary's own hash is the fallback.
+            stored = resolved_hash(out) or done.get("config_hash")
+            if stored != config_hash(cfg):
+                raise UserError(f"{out} holds a run with another config (hash {stored} != "
                                 f"{config_hash(cfg)}); use a new --out")
             print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
             continue

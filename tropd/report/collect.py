@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tropd.errors import UserError
 from tropd.io import read_jsonl
 
@@ -121,17 +119,10 @@ def _finished_share(summary: Path) -> float | None:
 
 def seedless_hash(run_dir: Path, summary: dict) -> str | None:
     """Hash of the run's resolved config with the seed set to 0 (runs of one row share it)."""
-    resolved = run_dir / "config.resolved.yaml"
-    if not resolved.is_file():
-        return summary.get("config_hash")
-    from tropd.config import ConfigError, RunConfig, build, config_hash
+    from tropd.config import resolved_hash
 
-    try:
-        data = yaml.safe_load(resolved.read_text()) or {}
-        data["seed"] = 0
-        return config_hash(build(RunConfig, data))
-    except (yaml.YAMLError, ConfigError, TypeError) as e:
-        raise UserError(f"{resolved}: unreadable resolved config ({str(e).splitlines()[0]})") from None
+    h = resolved_hash(run_dir, seed=0)
+    return h if h is not None else summary.get("config_hash")
 
 
 def read_run(run_dir: Path, method: str, seed: int) -> RunResult:

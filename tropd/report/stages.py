@@ -39,7 +39,8 @@ def write_stages(bench_dir: Path, path: Path) -> Path:
     lines += [f"| {r.stage} | {r.jobs} | {r.wall_s:.0f} | {r.cpu_s:.0f} | {r.max_rss_mb:.0f} |"
               for r in t.itertuples()]
     note = ("\nSummed from Snakemake's per-job benchmark files in "
-            f"`{bench_dir}`; jobs ran side by side, so the DAG's wall time is shorter than the sum.")
+            f"`{bench_dir}`. Jobs that ran side by side make the DAG's wall time shorter than the sum; "
+            "jobs that ran one after another (as many cores as one job's threads) make it the sum.")
     if "aggregate" not in set(t.stage):
         note += " The aggregate job that writes this table is not in it (its time is not known yet)."
     note += "\n"

@@ -35,6 +35,9 @@ class RolloutBatch:
     behav_logp_BT: torch.Tensor  # float (B, T)
     prompt_index_B: torch.Tensor  # long (B,): which prompt of the step
     meta: dict = field(default_factory=dict)  # prefix lengths etc. for logging
+    # bool (B,): the response ended with EOS. None only in a batch saved before the field existed
+    # (an ERPD stage-1 rollout); the loop then counts every response as finished.
+    finished_B: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -53,6 +56,7 @@ class RolloutBatch:
             self.input_ids_BL[idx], self.attention_mask_BL[idx], self.prompt_width,
             self.response_mask_BT[idx], self.from_teacher_BT[idx], self.behav_logp_BT[idx],
             self.prompt_index_B[idx], self.meta,
+            None if self.finished_B is None else self.finished_B[idx],
         )
 
     def to(self, device: torch.device) -> RolloutBatch:
@@ -60,6 +64,7 @@ class RolloutBatch:
             self.input_ids_BL.to(device), self.attention_mask_BL.to(device), self.prompt_width,
             self.response_mask_BT.to(device), self.from_teacher_BT.to(device),
             self.behav_logp_BT.to(device), self.prompt_index_B.to(device), self.meta,
+            None if self.finished_B is None else self.finished_B.to(device),
         )
 
 
@@ -83,4 +88,5 @@ def pack(completions: list[Completion], prompt_index: list[int], pad_id: int) ->
             rmask[i, :n] = True
             teach[i, :n] = torch.tensor(c.from_teacher, dtype=torch.bool)
             behav[i, :n] = torch.tensor(c.behav_logp, dtype=torch.float32)
-    return RolloutBatch(ids, att, P, rmask, teach, behav, torch.tensor(prompt_index, dtype=torch.long))
+    return RolloutBatch(ids, att, P, rmask, teach, behav, torch.tensor(prompt_index, dtype=torch.long),
+                        finished_B=torch.tensor([c.finished for c in completions], dtype=torch.bool))

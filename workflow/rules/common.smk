@@ -6,13 +6,14 @@
 # `--config key=value` is refused (the tropd commands would not see it).
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from tropd.config import ConfigError, RunConfig, build, settings_digest
 
 REPO_ROOT = Path(workflow.basedir).resolve().parent
 DEFAULT_CONFIGFILE = REPO_ROOT / "configs" / "tiny.yaml"
@@ -43,6 +44,10 @@ else:
 CFG = os.path.relpath(CONFIGFILE) if AT_ROOT and CONFIGFILE.resolve().is_relative_to(REPO_ROOT) else str(CONFIGFILE)
 
 validate(config, "../schemas/config.schema.yaml")
+try:  # the dataclass schema too: the same strict checks as every tropd command
+    RUN_CONFIG = build(RunConfig, config)
+except ConfigError as e:
+    raise WorkflowError(f"tropd workflow: {CONFIGFILE}: {e}") from None
 
 PROFILE = config["profile"]
 METHODS = config["workflow"]["methods"]
@@ -90,10 +95,10 @@ def settings(*sections):
     """Digest of config sections, used as a rule param: Snakemake reruns a job when it changes.
 
     Each rule digests only what changes its output, so e.g. a new eval setting reruns the evals,
-    not the training runs.
+    not the training runs. Only values that differ from the schema defaults count, so a key added
+    to the schema later does not rerun every finished job.
     """
-    blob = json.dumps({s: config[s] for s in sections}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return settings_digest(RUN_CONFIG, sections)
 
 
 MODEL_SECTIONS = ("prepare", "teacher", "student")
@@ -105,6 +110,9 @@ TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "eval
 RES = config["workflow"]
 TRAIN_GPUS = RES["gpus_per_train"]
 GPU = min(TRAIN_GPUS, 1)  # prepare, preflight and eval are single processes: one GPU at most
+# Train and eval jobs ask the scheduler for the torch threads they use (train.num_threads; 0 =
+# torch's default, every core), so one key sets both.
+THREADS = config["train"]["num_threads"] or workflow.cores
 
 
 # ---------------------------------------------------------------------------- input functions

@@ -29,7 +29,7 @@ if RES["jobs"] == "per_method":
             seeds=SEED_LIST,
             out=lambda w: EVAL_JSON.format(model=w.model, seed="{seed}", task="{task}"),
             settings=settings("eval", *MODEL_SECTIONS),
-        threads: RES["threads_train"]  # eval uses train.num_threads torch threads too
+        threads: THREADS
         resources:
             gpu=GPU,
             mem_mb=RES["mem_mb_train"],
@@ -55,7 +55,7 @@ else:
             seeds=lambda w: w.seed,
             out=lambda w, output: output[0],
             settings=settings("eval", *MODEL_SECTIONS),
-        threads: RES["threads_train"]  # eval uses train.num_threads torch threads too
+        threads: THREADS
         resources:
             gpu=GPU,
             mem_mb=RES["mem_mb_train"],

@@ -37,7 +37,7 @@ if RES["jobs"] == "per_method":
             f"{BENCH}/train/{{method}}.tsv"
         params:
             **_train_params(SEED_LIST, lambda w: RUN_DIR.format(method=w.method, seed="{seed}")),
-        threads: RES["threads_train"]
+        threads: THREADS
         resources:
             gpu=TRAIN_GPUS,
             mem_mb=RES["mem_mb_train"],
@@ -60,7 +60,7 @@ else:
             f"{BENCH}/train/{{method}}/seed{{seed}}.tsv"
         params:
             **_train_params(lambda w: w.seed, lambda w: RUN_DIR.format(method=w.method, seed=w.seed)),
-        threads: RES["threads_train"]
+        threads: THREADS
         resources:
             gpu=TRAIN_GPUS,
             mem_mb=RES["mem_mb_train"],
