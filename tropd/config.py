@@ -426,19 +426,18 @@ def config_hash(cfg: RunConfig) -> str:
     train.pop("keep_checkpoints", None)
     if train:
         d["train"] = train
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return _digest(d)
 
 
 def settings_digest(cfg: RunConfig, sections: tuple[str, ...]) -> str:
     """Digest of some top-level sections of `cfg`, non-default values only: the workflow's rerun
     trigger (a rule param), so that a schema key added later does not rerun finished jobs."""
-    def part(name: str) -> Any:
-        v = getattr(cfg, name)
-        return non_default(v) if dataclasses.is_dataclass(v) else v
+    parts = {s: getattr(cfg, s) for s in sections}
+    return _digest({s: non_default(v) if dataclasses.is_dataclass(v) else v for s, v in parts.items()})
 
-    blob = json.dumps({s: part(s) for s in sections}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+def _digest(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:

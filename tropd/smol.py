@@ -164,9 +164,10 @@ def sft_examples(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], l
     return out
 
 
-def sft_fp32(model, examples, steps: int, p: SmolPrepare, seed: int, pad_id: int, tag: str,
-             bf16: bool) -> list[float]:
-    """SFT with fp32 weights (the tiny profile's loop), computing in bf16 if `bf16`."""
+def heal(model, examples, steps: int, p: SmolPrepare, seed: int, pad_id: int, tag: str,
+         bf16: bool) -> list[float]:
+    """SFT on GSM8K train (heals the pruned student; adapts the teacher where asked), with the tiny
+    profile's loop: fp32 master weights, bf16 compute if `bf16`."""
     from tropd.tiny.sft import sft
 
     if steps <= 0:
@@ -267,8 +268,8 @@ def build(cfg: RunConfig, base: Path, data_tmp: Path, models_tmp: Path, log) -> 
         if role == "student":
             prune(model, keep_indices(p.keep_layers, model.config.num_hidden_layers))
         steps = p.teacher_adapt_steps if role == "teacher" else p.heal_steps
-        losses[role] = sft_fp32(model, examples, steps, p, cfg.seed, tok.pad_token_id, role,
-                                bf16=cfg.train.dtype == "bfloat16")
+        losses[role] = heal(model, examples, steps, p, cfg.seed, tok.pad_token_id, role,
+                            bf16=cfg.train.dtype == "bfloat16")
         model.eval()
         # The teacher only runs forward passes: bf16. The student trains on: fp32 master weights.
         (model.to(torch.bfloat16) if role == "teacher" else model).save_pretrained(models_tmp / role)
