@@ -75,6 +75,41 @@ def test_guided_rollout_prefix_then_student():
     assert not late.from_teacher_BT.any()  # the cosine schedule has reached 0
 
 
+@pytest.mark.parametrize("backend", ["fake", "hf"])
+def test_guided_teacher_writes_only_the_prefix_it_contributes(models, backend):
+    """The teacher is asked for at most the drawn prefix length, and the rollouts equal those of a
+    teacher that writes max_new_tokens and is cut afterwards (its seeds fix the tokens)."""
+    from tropd.registry import get_method
+
+    params = get_method("tropd").parse_params({"guided_fraction": 1.0})
+    inner = FakeBackend(V, {2}, 0, low=3, eos_prob=0.15) if backend == "fake" else HFBackend(*models, {2}, 0)
+    asked = []
+
+    class Recording:
+        def sample(self, role, ps, max_new, seeds, t, p):
+            if role == "teacher":
+                asked.extend(max_new)
+            return inner.sample(role, ps, max_new, seeds, t, p)
+
+    class CutAfterwards:  # the teacher writes everything, the prefix is cut after the draw
+        def sample(self, role, ps, max_new, seeds, t, p):
+            if role != "teacher":
+                return inner.sample(role, ps, max_new, seeds, t, p)
+            full = inner.sample(role, ps, [16] * len(ps), seeds, t, p)
+            return [(a[:n], b[:n], f and n >= len(a)) for (a, b, f), n in zip(full, max_new)]
+
+    prompts = [[3, 4], [5, 6, 7], [8]]
+    kw = dict(total_steps=10, seed=0, max_new_tokens=16, temperature=1.0, top_p=1.0, pad_id=0)
+    for step in (2, 5):
+        asked.clear()
+        now = collect("guided", Recording(), prompts, [[1]] * 3, 3, params, step=step, **kw)
+        assert asked and all(n <= now.meta["prefix_max"] < 16 for n in asked)
+        before = collect("guided", CutAfterwards(), prompts, [[1]] * 3, 3, params, step=step, **kw)
+        for field in ("input_ids_BL", "response_mask_BT", "from_teacher_BT", "behav_logp_BT", "finished_B"):
+            assert torch.equal(getattr(now, field), getattr(before, field)), (step, field)
+        assert now.meta == before.meta
+
+
 def _naive(model, batch, ids_BTK):
     logits = model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL,
                    position_ids=batch.position_ids_BL()).logits.float()

@@ -102,12 +102,13 @@ def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new,
     guided = [float(torch.rand((), generator=g)) < params.guided_fraction for g in gens] if l_max > 0 \
         else [False] * len(slots)
     idx_g = [k for k, flag in enumerate(guided) if flag]
-    teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], [max_new] * len(idx_g),
+    # The prefix length does not depend on what the teacher writes, so it is drawn first and the
+    # teacher writes only that many tokens (its per-sequence seeds make them the same tokens a
+    # longer generation would start with). A teacher that ends sooner writes the whole sequence.
+    lens_g = [sample_prefix_len(l_max, max_new, params.prefix_rule, gens[k]) for k in idx_g]
+    teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], lens_g,
                                  [derive_seed(seeds[k], "teacher") for k in idx_g], temperature, top_p)
-    prefix: dict[int, tuple[list[int], list[float], bool]] = {}
-    for k, (t, lp, fin) in zip(idx_g, teacher_out):
-        n = sample_prefix_len(l_max, len(t), params.prefix_rule, gens[k])
-        prefix[k] = (t[:n], lp[:n], fin and n >= len(t))
+    prefix = dict(zip(idx_g, teacher_out))  # k -> (tokens, log-probs, finished), at most lens_g tokens
     # Student continues every sequence the teacher has not finished.
     cont_idx = [k for k in range(len(ps)) if not (k in prefix and prefix[k][2])]
     cont_prompts = [ps[k] + (prefix[k][0] if k in prefix else []) for k in cont_idx]
