@@ -12,8 +12,9 @@ paper anneals over all of training: default 1.0). anneal_frac = 0 switches guida
 
 Per-sample prefix length (the paper leaves it open, methods.md Sec. 6.4): rule `uniform` draws
 l ~ U{0, ..., l_max} (default: the paper names l_max a *maximum*, which reads as a per-sample length at
-most l_max); `fixed` uses l = l_max. Either way the prefix is cut to the teacher's response length: a
-teacher that finishes before l writes the whole sequence.
+most l_max); `fixed` uses l = l_max. The length is drawn before the teacher writes, and the teacher
+writes at most l tokens (tropd.rollout._guided): a teacher that finishes before l writes the whole
+sequence.
 
 Loss on teacher tokens (Eq. 9, third term): -beta log(pi_T(x)/pi_S(x)) to maximise, i.e. minimise
 beta * (-log pi_S(x)) plus a constant: NLL (SFT) on the teacher prefix with weight beta = 0.001. Teacher
@@ -38,7 +39,8 @@ def max_prefix_len(step: int, total_steps: int, full_len: int, anneal_frac: floa
 
 
 def sample_prefix_len(max_len: int, teacher_len: int, rule: str, generator: torch.Generator) -> int:
-    """Prefix length for one rollout: `fixed` = max_len, `uniform` ~ U{0..max_len}; cut to teacher_len."""
+    """Prefix length for one rollout: `fixed` = max_len, `uniform` ~ U{0..max_len}; at most teacher_len
+    (the rollout code passes the generation limit: the teacher then writes only this many tokens)."""
     if max_len <= 0:
         return 0
     if rule == "fixed":
