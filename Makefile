@@ -23,7 +23,7 @@ reproduce: $(STAMP)
 	. $(VENV)/bin/activate && snakemake --cores 2 --forcerun aggregate
 
 test: $(STAMP)
-	. $(VENV)/bin/activate && python -m pytest -q -m 'not gpu and not slow'
+	. $(VENV)/bin/activate && python -m pytest -q -m 'not gpu and not slow' --durations=15
 
 clean-results:
 	rm -rf results/tiny/runs results/tiny/evals

@@ -3,6 +3,7 @@ the guidance schedule, parameter checks, presets and the `tropd methods` listing
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -14,6 +15,7 @@ from tropd.blend import blend_logprobs, trb_eps
 from tropd.config import REPO_ROOT, ConfigError, load_config
 from tropd.methods.guidance import max_prefix_len, sample_prefix_len
 from tropd.registry import StepContext, TokenStats, all_methods, get_method
+from tropd.seeding import row_seeds
 
 DT = torch.float64
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
@@ -27,13 +29,15 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def ctx(step=0, total=10, seed=0):
-    return StepContext(step, total, torch.Generator().manual_seed(seed))
+def ctx(s, step=0, total=10, seed=0):
+    B = s.mask_BT.shape[0]
+    # step-free seeds: the same draws at every step
+    return StepContext(step, total, row_seeds(seed, 0, torch.arange(B), torch.zeros(B), "method"))
 
 
 def run(name, s, step=0, total=10, seed=0, **params):
     m = get_method(name)
-    return m.fn(s, m.parse_params(params), ctx(step, total, seed))
+    return m.fn(s, m.parse_params(params), ctx(s, step, total, seed))
 
 
 def logits(B=2, T=5, V=6, seed=0, scale=2.0):
@@ -160,11 +164,21 @@ def test_guidance_tokens_get_only_the_beta_nll():
     assert float(out.metrics["prefix_tokens"]) == 1.0
 
 
-def test_bernoulli_draws_follow_the_generator_and_trust_logp():
+def test_bernoulli_draws_follow_the_row_seeds_and_trust_logp():
     s, _ = stats(k=3, B=4, T=50)
     a = run("tropd", s, seed=1, guidance=False).metrics["outlier"]
     assert torch.equal(a, run("tropd", s, seed=1, guidance=False).metrics["outlier"])
     assert not torch.equal(a, run("tropd", s, seed=2, guidance=False).metrics["outlier"])
+    # A row's draws depend on its own seed only: rows 1 and 3 in a micro-batch of their own (or on
+    # another data-parallel process) get the mask they get in the whole batch.
+    m = get_method("tropd")
+    params = m.parse_params({"guidance": False})
+    full = ctx(s, seed=1)
+    rows = torch.tensor([1, 3])
+    sub = dataclasses.replace(s, **{f.name: getattr(s, f.name)[rows] for f in dataclasses.fields(s)
+                                   if getattr(s, f.name) is not None})
+    part = m.fn(sub, params, StepContext(0, 10, full.seed_B[rows])).metrics["outlier"]
+    assert torch.equal(part, a[rows])
     s.behav_logp_BT = s.logp_BT.detach() - 5.0  # behaviour far more confident than pi_S now
     p_beh = run("tropd", s, guidance=False).metrics["trust"]
     p_cur = run("tropd", s, guidance=False, trust_logp="current").metrics["trust"]

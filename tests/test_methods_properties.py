@@ -24,6 +24,7 @@ from tropd.blend import blend_logprobs
 from tropd.config import REPO_ROOT, load_config
 from tropd.reduce import reduce_loss, step_denominator
 from tropd.registry import StepContext, TokenStats, all_methods, get_method
+from tropd.seeding import row_seeds
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "configs" / "methods").glob("*.yaml"))
 TOTAL_STEPS = 10
@@ -42,10 +43,9 @@ def preset(name: str):
     return m, m.parse_params(cfg.method.params)
 
 
-def ctx(step: int = 0, seed: int = 0) -> StepContext:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return StepContext(step, TOTAL_STEPS, g)
+def ctx(s: TokenStats, step: int = 0, seed: int = 0) -> StepContext:
+    B = s.mask_BT.shape[0]
+    return StepContext(step, TOTAL_STEPS, row_seeds(seed, step, torch.arange(B), torch.zeros(B), "method"))
 
 
 def stage_steps(method) -> list[int]:
@@ -101,7 +101,7 @@ def test_every_method_has_a_preset_and_runs_on_what_it_declares():
         params = m.parse_params({})
         for step in stage_steps(m):
             s, zs = random_stats(needs=m.needs, seed=step)
-            out = m.fn(s, params, ctx(step))
+            out = m.fn(s, params, ctx(s, step))
             assert out.loss_BT.shape == s.shape, name
             assert torch.isfinite(out.loss_BT[s.mask_BT]).all(), name
             for key, val in out.metrics.items():
@@ -125,7 +125,7 @@ def test_zero_loss_and_gradient_when_student_equals_teacher(name, k):
     m, params = preset(name)
     for step in stage_steps(m):
         s, zs = random_stats(same=True, k=k, teacher_prefix=False, seed=step)
-        out = m.fn(s, params, ctx(step))
+        out = m.fn(s, params, ctx(s, step))
         loss = reduce_loss(out.loss_BT, s.mask_BT, "token", step_denominator(s.mask_BT, "token"))
         loss.backward()
         if k < 7 and m.name in NONZERO_AT_TOPK:
@@ -144,7 +144,7 @@ def test_teacher_token_nll_has_zero_expected_gradient_when_student_equals_teache
     zt = torch.randn(1, 1, V, dtype=DT).expand(1, V, V).contiguous()
     zs = zt.clone().requires_grad_(True)
     s = ref.make_stats(zs, zt, torch.arange(V)[None], V, from_teacher_BT=torch.ones(1, V, dtype=torch.bool))
-    out = m.fn(s, params, ctx())
+    out = m.fn(s, params, ctx(s))
     (out.loss_BT * s.teacher_logp_BT.exp()).sum().backward()
     # Every position holds the same logits: the expected gradient is the sum over positions.
     assert zs.grad.sum(1).abs().max() < 1e-12
@@ -168,7 +168,7 @@ def test_masked_positions_change_nothing(name, norm):
         losses, grads = [], []
         for r in (raw, mixed):
             s, zs = stats_from(r)
-            out = m.fn(s, params, ctx(step))
+            out = m.fn(s, params, ctx(s, step))
             loss = reduce_loss(out.loss_BT, keep, norm, step_denominator(keep, norm))
             loss.backward()
             losses.append(float(loss.detach()))
@@ -192,7 +192,7 @@ def test_gradcheck(name):
 
         def f(logp, topk, logits, s=s, step=step):
             s2 = dataclasses.replace(s, logp_BT=logp, student_topk_logp_BTK=topk, student_logits_BTV=logits)
-            return m.fn(s2, params, ctx(step)).loss_BT  # same generator state every call
+            return m.fn(s2, params, ctx(s2, step)).loss_BT  # the same seeds every call
 
         assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, rtol=1e-5), (name, step)
 
@@ -207,7 +207,7 @@ def per_sample_grads(method, params, z_S, z_T, tokens_N, k, behav_logp_N=None, s
     s = ref.make_stats(Z, z_T.expand(1, N, V), tokens_N[None], k)
     if behav_logp_N is not None:
         s.behav_logp_BT = behav_logp_N[None]
-    out = method.fn(s, params, ctx(step, seed))
+    out = method.fn(s, params, ctx(s, step, seed))
     out.loss_BT.sum().backward()
     return Z.grad[0]
 
@@ -273,7 +273,7 @@ def test_bernoulli_trust_gives_r_log_r(r):
     s = TokenStats(mask_BT=ones_BT, from_teacher_BT=~ones_BT,
                    logp_BT=logp, behav_logp_BT=logp, teacher_logp_BT=logp + math.log(r),
                    teacher_topk_logp_BTK=zeros_BTK, student_topk_logp_BTK=zeros_BTK)
-    out = m.fn(s, params, ctx(seed=21))
+    out = m.fn(s, params, ctx(s, seed=21))
     p = min(r, 1.0)
     assert torch.allclose(out.metrics["trust"], torch.tensor(p, dtype=DT))
     # loss = -M log r (rho = 1), so -mean(loss) estimates E[M log r] = min(r, 1) log r (= r log r for r < 1).

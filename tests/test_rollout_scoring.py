@@ -25,7 +25,7 @@ def models():
 def test_pack_layout():
     comps = [Completion([5, 6, 7], [8, 9, 2], [-1.0, -2.0, -3.0], [True, False, False], True),
              Completion([5], [4], [-0.5], [False], False)]
-    b = pack(comps, [0, 1], pad_id=0)
+    b = pack(comps, [(0, 0), (0, 1)], pad_id=0)
     assert b.prompt_width == 3 and b.response_width == 3
     assert b.input_ids_BL[1].tolist() == [0, 0, 5, 4, 0, 0]
     assert b.attention_mask_BL[1].tolist() == [0, 0, 1, 1, 0, 0]

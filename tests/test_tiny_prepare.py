@@ -111,7 +111,7 @@ def test_chat_template_makes_code_completion_the_body(prepared):
 def test_external_kind_checks_paths(prepared, tmp_path, capsys):
     import yaml
 
-    cfg = {"profile": "ext", "prepare": {"kind": "external"},
+    cfg = {"profile": "ext", "prepare": {"kind": "external"}, "paths": {"data": str(tmp_path / "data")},
            "teacher": {"path": str(prepared / "models" / "teacher")},
            "student": {"path": str(tmp_path / "missing")}}
     path = tmp_path / "ext.yaml"
@@ -120,6 +120,11 @@ def test_external_kind_checks_paths(prepared, tmp_path, capsys):
     assert "student model not found" in capsys.readouterr().err
     cfg["student"]["path"] = cfg["teacher"]["path"]
     path.write_text(yaml.safe_dump(cfg))
+    assert main(["prepare", "--config", str(path)]) == 2
+    assert "train.jsonl is missing" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    row = '{"id": "a", "domain": "math", "prompt": "1+1?", "reference": "2"}\n'
+    (tmp_path / "data" / "train.jsonl").write_text(row)
     assert main(["prepare", "--config", str(path)]) == 0
 
 

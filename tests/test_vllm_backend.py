@@ -254,10 +254,15 @@ def test_train_with_the_vllm_backend_syncs_after_every_step(fake_vllm, tiny_prof
     from tropd.config import load_config
     from tropd.train import train
 
-    cfg = load_config(tiny_profile, method="opd", overrides=["train.backend=vllm", "train.steps=3"])
+    cfg = load_config(tiny_profile, method="opd", overrides=[
+        "train.backend=vllm", "train.steps=3", "vllm.gpu_memory_utilization=0.55", "vllm.max_model_len=96",
+        "vllm.enforce_eager=true"])
     summary = train(cfg, tmp_path / "run", log=lambda m: None)
     assert summary["backend"] == "vllm" and summary["status"] == "finished"
     (llm,) = FakeLLM.instances
+    # the profile's vllm: section reaches the engine
+    kw = llm.kw
+    assert (kw["gpu_memory_utilization"], kw["max_model_len"], kw["enforce_eager"]) == (0.55, 96, True)
     # a push before the first rollout, then one after each of the 3 optimizer steps
     assert llm.events == ["load", "reset", "generate"] + ["load", "reset", "generate"] * 2 + ["load", "reset"]
     from safetensors.torch import load_file

@@ -1,6 +1,6 @@
 """`tropd bench`: memory and speed of the harness against the plain operations it is built from.
 
-    tropd bench --out results/bench            # about 5 minutes on a 2-core CPU
+    tropd bench --out results/bench            # about 2 minutes on a 2-core CPU
     tropd bench --out /tmp/b --quick           # small sizes, seconds (tests)
 
 Writes OUT/summary.json and OUT/summary.md (atomically) with:

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelSpec:
-    """Where a model comes from: an HF folder / hub id, a GGUF file, or a Llama config dict."""
+    """Where a model comes from: an HF folder / hub id, or a GGUF file inside one."""
 
     path: str = ""  # HF folder or hub id (hub ids only work where the weights are cached)
     gguf_file: str = ""  # GGUF file inside `path` (transformers dequantises it)
@@ -121,7 +121,6 @@ class TrainConfig:
     truncated: Literal["keep", "mask"] = "keep"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
-    log_every: int = 1
     divergence_rkl: float = 1e4  # stop when the sampled reverse KL passes this bound
     prompt_domains: list[str] = field(default_factory=list)  # empty = every domain in the data
     backend: Literal["hf", "vllm", "fake"] = "hf"

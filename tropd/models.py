@@ -64,14 +64,18 @@ def load_tokenizer(spec: ModelSpec):
     return tok
 
 
-def load_model(spec: ModelSpec, role: str = "model", trainable: bool = False):
-    """An HF causal LM from a folder, hub id or GGUF file, in the spec's dtype, on its device."""
+def load_model(spec: ModelSpec, role: str = "model", trainable: bool = False, device=None):
+    """An HF causal LM from a folder, hub id or GGUF file, in the spec's dtype, on its device.
+
+    `device` is where `device: auto` goes (a data-parallel process's own GPU); an explicit
+    `<role>.device` wins."""
     from transformers import AutoModelForCausalLM
 
     check_exists(spec, role)
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(_local(spec.path), dtype=DTYPES[spec.dtype], **kw)
-    model.to(resolve_device(spec.device))
+    auto = device is not None and spec.device == "auto"
+    model.to(torch.device(device) if auto else resolve_device(spec.device))
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)

@@ -10,6 +10,8 @@ import argparse
 import importlib
 
 from tropd.config import ExternalPrepare, SmolPrepare, TinyPrepare, load_config
+from tropd.data import train_file
+from tropd.errors import UserError
 from tropd.models import check_exists
 
 
@@ -25,7 +27,11 @@ def prepare_main(args: argparse.Namespace) -> int:
     if isinstance(kind, ExternalPrepare):
         check_exists(cfg.teacher, "teacher")
         check_exists(cfg.student, "student")
-        print(f"tropd prepare: teacher {cfg.teacher.path} and student {cfg.student.path} found")
+        if not train_file(cfg).is_file():
+            raise UserError(f"{train_file(cfg)} is missing: an external profile brings its own training "
+                            "prompts, one {id, domain, prompt, reference} object per line (docs/scale.md)")
+        print(f"tropd prepare: teacher {cfg.teacher.path}, student {cfg.student.path} and "
+              f"{train_file(cfg)} found")
         return 0
     raise AssertionError(f"unhandled prepare kind {type(kind).__name__}")  # the config is typed
 

@@ -13,13 +13,19 @@ from __future__ import annotations
 import torch
 
 
-def step_denominator(mask_BT: torch.Tensor, norm: str) -> float:
-    """Normaliser for a whole step (all micro-batches together)."""
+def step_count(mask_BT: torch.Tensor, norm: str) -> float:
+    """What a step's loss is averaged over: its unmasked tokens, or its non-empty sequences."""
     if norm == "token":
-        return max(float(mask_BT.sum()), 1.0)
+        return float(mask_BT.sum())
     if norm == "sequence":
-        return max(float((mask_BT.sum(-1) > 0).sum()), 1.0)
+        return float((mask_BT.sum(-1) > 0).sum())
     raise ValueError(f"unknown loss normalisation {norm!r}")
+
+
+def step_denominator(mask_BT: torch.Tensor, norm: str) -> float:
+    """Normaliser for a whole step (all micro-batches together). Data-parallel processes use
+    max(sum of every process's step_count, 1) instead (tropd.train)."""
+    return max(step_count(mask_BT, norm), 1.0)
 
 
 def reduce_loss(loss_BT: torch.Tensor, mask_BT: torch.Tensor, norm: str, denom: float) -> torch.Tensor:

@@ -51,11 +51,13 @@ class TokenStats:
 
 @dataclass
 class StepContext:
-    """Where in training we are, and a generator for any randomness a method draws."""
+    """Where in training we are, and the seeds of any randomness a method draws."""
 
     step: int  # 0-based optimizer step
     total_steps: int
-    generator: torch.Generator  # seeded from (run seed, step, micro-batch); never global RNG
+    # long (B,): one seed per sequence, derive_seed(run seed, step, prompt, sample, "method"); never
+    # global RNG. Per-row seeds make a draw independent of micro-batching and data-parallel sharding.
+    seed_B: torch.Tensor
 
 
 @dataclass

@@ -96,9 +96,9 @@ class Stage2:
     """No second stage (every method but ERPD)."""
 
     @staticmethod
-    def maybe(params, steps: int, out: Path, model, teacher):
+    def maybe(params, steps: int, out: Path, model, teacher, world):
         frac = getattr(params, "stage1_frac", None)
-        return TwoStage(frac, steps, out, model) if frac is not None else Stage2()
+        return TwoStage(frac, steps, out, model, world) if frac is not None else Stage2()
 
     def on_step(self, step, teacher, optimizer, scheduler):
         return teacher
@@ -116,26 +116,30 @@ class Stage2:
 class TwoStage(Stage2):
     """ERPD (baselines/erpd.py): stage 1 optimises on the rollouts of step 0, reused unchanged for
     `stage1_frac` of the steps; at the switch the stage-1 policy becomes the frozen teacher, the
-    student is reset to its base weights and its optimizer state cleared.
+    student is reset to its base weights and its optimizer state cleared. Data-parallel processes
+    keep their own shard of the step-0 rollouts (one file each); the main process saves the stage-1
+    policy, which every process computed identically.
     """
 
-    def __init__(self, frac: float, steps: int, out: Path, model):
+    def __init__(self, frac: float, steps: int, out: Path, model, world):
         self.s1 = int(round(frac * steps))
-        self.out, self.model = out, model
+        self.out, self.model, self.world = out, model, world
         self.base = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.fixed = None
+        name = "erpd_rollout.pt" if world.size == 1 else f"erpd_rollout.rank{world.rank}.pt"
+        self.rollout_file = out / name
 
     def fixed_rollout(self, step):
         if step >= self.s1 or step == 0:
             return None
         if self.fixed is None:
-            self.fixed = torch.load(self.out / "erpd_rollout.pt", weights_only=False)
+            self.fixed = torch.load(self.rollout_file, weights_only=False)
         return self.fixed
 
     def remember_rollout(self, step, batch) -> None:
         if step == 0 and self.s1 > 0:
             self.fixed = batch
-            torch.save(batch, self.out / "erpd_rollout.pt")
+            torch.save(batch, self.rollout_file)
 
     def _extreme(self):
         m = copy.deepcopy(self.model)
@@ -147,7 +151,8 @@ class TwoStage(Stage2):
         if step != self.s1 or self.s1 == 0:
             return teacher
         extreme = self._extreme()
-        torch.save(extreme.state_dict(), self.out / "erpd_stage1.pt")
+        if self.world.main:
+            torch.save(extreme.state_dict(), self.out / "erpd_stage1.pt")
         self.model.load_state_dict(self.base)
         optimizer.state.clear()
         return extreme

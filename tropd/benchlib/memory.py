@@ -56,12 +56,11 @@ def _loss(stud: dict, batch, scored: dict) -> torch.Tensor:
     """The registered TrOPD loss on these per-token stats, reduced by the shared reducer."""
     from tropd.reduce import reduce_loss, step_denominator
     from tropd.registry import StepContext, TokenStats, get_method
-    from tropd.seeding import generator
 
     method = get_method("tropd")
     s = TokenStats(mask_BT=batch.response_mask_BT, from_teacher_BT=batch.from_teacher_BT,
                    behav_logp_BT=batch.behav_logp_BT, **scored, **stud)
-    res = method.fn(s, method.parse_params({}), StepContext(0, 1, generator(0, "bench")))
+    res = method.fn(s, method.parse_params({}), StepContext(0, 1, torch.arange(batch.size)))
     mask = batch.response_mask_BT
     return reduce_loss(res.loss_BT, mask, "token", step_denominator(mask, "token"))
 

@@ -104,7 +104,6 @@ class StepBench:
         from tropd.registry import StepContext, TokenStats
         from tropd.rollout import collect, rollout_kind
         from tropd.scoring import student_forward, teacher_score
-        from tropd.seeding import generator
 
         tc, m = self.tc, self.method
         kind = rollout_kind(m, self.params)
@@ -115,7 +114,6 @@ class StepBench:
                         pad_id=0)
         t1 = time.perf_counter()
         denom = step_denominator(batch.response_mask_BT, tc.loss_norm)
-        ctx = StepContext(self.step_i, tc.steps, generator(0, self.step_i, "method"))
         full = "full_logits" in m.needs
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
@@ -123,7 +121,7 @@ class StepBench:
             stud = student_forward(self.student, micro, scored["teacher_topk_ids_BTK"], tc.chunk_size, full)
             s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
                            behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
-            res = m.fn(s, self.params, ctx)
+            res = m.fn(s, self.params, StepContext(self.step_i, tc.steps, micro.row_seeds(0, self.step_i)))
             self.acc.backward(reduce_loss(res.loss_BT, s.mask_BT, tc.loss_norm, denom))
         t2 = time.perf_counter()
         self.acc.clip_grad_norm_(self.student.parameters(), tc.grad_clip)

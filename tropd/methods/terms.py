@@ -9,13 +9,14 @@ itself defines (a Bernoulli trust draw, a top-fraction-of-the-batch entropy mask
                           default (the scorer's top-k log-probs are not renormalised); with
                           `renormalize=True` both distributions are renormalised over the k ids, which
                           makes it the KL between the two truncated distributions (zero at pi_S = pi_T).
-- `bernoulli_trust`     : M ~ Bernoulli(min(pi_T/pi_S, 1)) from `ctx.generator` (TrOPD Eq. 6).
+- `bernoulli_trust`     : M ~ Bernoulli(min(pi_T/pi_S, 1)) from `ctx.seed_B` (TrOPD Eq. 6).
 - `ppo_pg_loss`         : the clipped importance-sampling policy-gradient loss; with an infinite clip
                           it is `tropd.methods.opd.pg_loss`.
 - `top_fraction_mask`   : the highest-`frac` share of valid tokens by some score (Entropy-OPD,
                           REOPOLD refinement). "Within the batch" means within the tensors the method
-                          sees, i.e. one micro-batch; equal to the step batch when
-                          `train.micro_batch` >= sequences per step (the tiny profile's setting).
+                          sees, i.e. one micro-batch of one process; equal to the step batch when
+                          `train.micro_batch` >= sequences per step on one process (the tiny profile's
+                          setting). The only selection here that depends on the batching.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import math
 import torch
 
 from tropd.registry import TokenStats
+from tropd.seeding import uniform_grid
 
 
 def topk_logps(s: TokenStats, renormalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,15 +49,18 @@ def topk_fkl(s: TokenStats, renormalize: bool = False) -> torch.Tensor:
 
 
 def bernoulli_trust(
-    log_ratio_BT: torch.Tensor, generator: torch.Generator
+    log_ratio_BT: torch.Tensor, seed_B: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, P): M ~ Bernoulli(P) with P = min(exp(log_ratio), 1); M bool (B, T), P float (B, T).
 
-    The uniform draw covers the whole (B, T) grid on the generator's device (CPU) whatever the
-    mask, so a token's draw does not depend on other tokens' values.
+    Token (b, t)'s uniform is a hash of (seed_B[b], t) (tropd.seeding.uniform_grid): it depends on
+    neither the other tokens' values nor the batch the row sits in, so micro-batching and
+    data-parallel sharding draw the same mask.
     """
     p_BT = torch.exp(log_ratio_BT.detach().clamp(max=0.0))
-    u_BT = torch.rand(p_BT.shape, generator=generator, dtype=torch.float64).to(p_BT.device)
+    if seed_B.shape[0] != p_BT.shape[0]:
+        raise ValueError(f"bernoulli_trust: {seed_B.shape[0]} row seeds for {p_BT.shape[0]} rows")
+    u_BT = uniform_grid(seed_B.cpu(), p_BT.shape[1]).to(p_BT.device)
     return u_BT < p_BT.double(), p_BT
 
 

@@ -98,7 +98,7 @@ def trust_region_terms(
     ref_BT = s.behav_logp_BT if trust_logp == "behaviour" else s.logp_BT
     log_ratio_BT = (s.teacher_logp_BT - ref_BT).detach()
     if trust_mode == "bernoulli":
-        trust_BT, p_BT = bernoulli_trust(log_ratio_BT, ctx.generator)
+        trust_BT, p_BT = bernoulli_trust(log_ratio_BT, ctx.seed_B)
     else:
         trust_BT = log_ratio_BT >= tau
         p_BT = trust_BT.to(log_ratio_BT.dtype)

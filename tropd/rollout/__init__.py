@@ -64,11 +64,18 @@ def collect(
     temperature: float,
     top_p: float,
     pad_id: int,
+    positions: list[int] | None = None,
 ) -> RolloutBatch:
-    """Sample `n_samples` completions per prompt with behaviour policy `kind`."""
-    slots = [(i, j) for i in range(len(prompts)) for j in range(n_samples)]
+    """Sample `n_samples` completions per prompt with behaviour policy `kind`.
+
+    `positions` are the prompts' places in the step's prompt list (a data-parallel process passes
+    its shard's); every seed derives from them, so the rollouts do not depend on the sharding.
+    """
+    positions = list(range(len(prompts))) if positions is None else positions
+    local = [i for i in range(len(prompts)) for _ in range(n_samples)]
+    slots = [(positions[i], j) for i in range(len(prompts)) for j in range(n_samples)]
     seeds = [derive_seed(seed, step, i, j) for i, j in slots]
-    ps = [prompts[i] for i, _ in slots]
+    ps = [prompts[i] for i in local]
     full = [max_new_tokens] * len(slots)
     meta: dict = {}
     if kind == "student":
@@ -79,13 +86,13 @@ def collect(
         comps, meta = _guided(backend, ps, seeds, slots, params, step, total_steps, seed,
                               max_new_tokens, temperature, top_p)
     elif kind == "mixed":
-        comps = _mixed(backend, ps, seeds, slots, references, params, step, seed, max_new_tokens,
-                       temperature, top_p, pad_id)
+        comps = _mixed(backend, ps, seeds, slots, [references[i] for i in local], params, step, seed,
+                       max_new_tokens, temperature, top_p)
     elif kind == "blend":
         comps, meta = _blend(backend, ps, seeds, params, step, max_new_tokens, temperature, top_p)
     else:
         raise ValueError(f"unknown rollout kind {kind!r}")
-    batch = pack(comps, [i for i, _ in slots], pad_id)
+    batch = pack(comps, slots, pad_id)
     batch.meta = meta
     return batch
 
@@ -126,19 +133,19 @@ def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new,
     return comps, meta
 
 
-def _mixed(backend, ps, seeds, slots, references, params, step, seed, max_new, temperature, top_p, pad_id):
+def _mixed(backend, ps, seeds, slots, refs, params, step, seed, max_new, temperature, top_p):
     on = [float(torch.rand((), generator=generator(seed, step, i, j, "mix"))) < params.lmbda
           for i, j in slots]
     idx_on = [k for k, f in enumerate(on) if f]
     outs = dict(zip(idx_on, backend.sample("student", [ps[k] for k in idx_on], [max_new] * len(idx_on),
                                            [seeds[k] for k in idx_on], temperature, top_p)))
     comps = []
-    for k, (i, _) in enumerate(slots):
+    for k in range(len(slots)):
         if on[k]:
             t, lp, fin = outs[k]
             comps.append(Completion(ps[k], t, lp, [False] * len(t), fin))
         else:  # off-policy: the dataset answer; no behaviour policy, so behav_logp is a placeholder 0
-            ref = references[i][:max_new]
+            ref = refs[k][:max_new]
             comps.append(Completion(ps[k], ref, [0.0] * len(ref), [True] * len(ref), True))
     return comps
 

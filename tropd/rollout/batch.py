@@ -33,11 +33,14 @@ class RolloutBatch:
     response_mask_BT: torch.Tensor  # bool (B, T)
     from_teacher_BT: torch.Tensor  # bool (B, T)
     behav_logp_BT: torch.Tensor  # float (B, T)
-    prompt_index_B: torch.Tensor  # long (B,): which prompt of the step
+    prompt_index_B: torch.Tensor  # long (B,): which prompt of the step (its place in the step's list)
     meta: dict = field(default_factory=dict)  # prefix lengths etc. for logging
     # bool (B,): the response ended with EOS. None only in a batch saved before the field existed
     # (an ERPD stage-1 rollout); the loop then counts every response as finished.
     finished_B: torch.Tensor | None = None
+    # long (B,): which sample of its prompt; with prompt_index_B it names the row for derived seeds.
+    # None only in a batch saved before the field existed (read as 0..B-1).
+    sample_index_B: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -46,6 +49,13 @@ class RolloutBatch:
     @property
     def response_width(self) -> int:
         return self.response_mask_BT.shape[1]
+
+    def row_seeds(self, run_seed: int, step: int, tag: str = "method") -> torch.Tensor:
+        """long (B,): a seed per row from (run seed, step, prompt, sample, tag)."""
+        from tropd.seeding import row_seeds
+
+        sample_B = self.sample_index_B if self.sample_index_B is not None else torch.arange(self.size)
+        return row_seeds(run_seed, step, self.prompt_index_B, sample_B, tag)
 
     def position_ids_BL(self) -> torch.Tensor:
         return (self.attention_mask_BL.cumsum(-1) - 1).clamp_min(0)
@@ -57,6 +67,7 @@ class RolloutBatch:
             self.response_mask_BT[idx], self.from_teacher_BT[idx], self.behav_logp_BT[idx],
             self.prompt_index_B[idx], self.meta,
             None if self.finished_B is None else self.finished_B[idx],
+            None if self.sample_index_B is None else self.sample_index_B[idx],
         )
 
     def to(self, device: torch.device) -> RolloutBatch:
@@ -65,11 +76,12 @@ class RolloutBatch:
             self.response_mask_BT.to(device), self.from_teacher_BT.to(device),
             self.behav_logp_BT.to(device), self.prompt_index_B.to(device), self.meta,
             None if self.finished_B is None else self.finished_B.to(device),
+            None if self.sample_index_B is None else self.sample_index_B.to(device),
         )
 
 
-def pack(completions: list[Completion], prompt_index: list[int], pad_id: int) -> RolloutBatch:
-    """Completions -> RolloutBatch (prompts left-padded, responses right-padded)."""
+def pack(completions: list[Completion], slots: list[tuple[int, int]], pad_id: int) -> RolloutBatch:
+    """Completions -> RolloutBatch (prompts left-padded, responses right-padded); slots (prompt, sample)."""
     B = len(completions)
     P = max(len(c.prompt_ids) for c in completions)
     T = max(1, max(len(c.token_ids) for c in completions))
@@ -88,5 +100,7 @@ def pack(completions: list[Completion], prompt_index: list[int], pad_id: int) ->
             rmask[i, :n] = True
             teach[i, :n] = torch.tensor(c.from_teacher, dtype=torch.bool)
             behav[i, :n] = torch.tensor(c.behav_logp, dtype=torch.float32)
-    return RolloutBatch(ids, att, P, rmask, teach, behav, torch.tensor(prompt_index, dtype=torch.long),
-                        finished_B=torch.tensor([c.finished for c in completions], dtype=torch.bool))
+    prompt_B = torch.tensor([i for i, _ in slots], dtype=torch.long)
+    return RolloutBatch(ids, att, P, rmask, teach, behav, prompt_B,
+                        finished_B=torch.tensor([c.finished for c in completions], dtype=torch.bool),
+                        sample_index_B=torch.tensor([j for _, j in slots], dtype=torch.long))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from tropd.seeding import to_int64, uniform_rows
 
 # combine(list of per-model log-probs (N, V)) -> log-probs to sample from (N, V)
 Combine = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -26,30 +27,6 @@ def _filter_top_p(logp_NV: torch.Tensor, top_p: float) -> torch.Tensor:
     sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
     out = torch.full_like(logp_NV, float("-inf")).scatter(-1, idx, sorted_lp)
     return out.log_softmax(-1)
-
-
-_M64 = (1 << 64) - 1
-
-
-def _to_signed(x: int) -> int:
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-_GOLDEN, _MIX1, _MIX2 = (_to_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-
-
-def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def uniform_rows(seeds_N: torch.Tensor, t: int) -> torch.Tensor:
-    """One uniform in [0, 1) per row, a pure function of (row seed, position t): splitmix64."""
-    z = seeds_N * 1_000_003 + t + _GOLDEN  # int64 arithmetic wraps around, as splitmix64 wants
-    z = (z ^ _shr(z, 30)) * _MIX1
-    z = (z ^ _shr(z, 27)) * _MIX2
-    z = z ^ _shr(z, 31)
-    return _shr(z, 11).double() / float(1 << 53)
 
 
 def sample_rows(logp_NV: torch.Tensor, seeds_N: torch.Tensor, t: int) -> torch.Tensor:
@@ -84,7 +61,8 @@ def decode(
     N = len(prompts)
     if N == 0:
         return []
-    device = next(models[0].parameters()).device
+    devices = [next(m.parameters()).device for m in models]
+    device = devices[0]
     P = max(len(p) for p in prompts)
     ids = torch.full((N, P), pad_id, dtype=torch.long)
     att = torch.zeros((N, P), dtype=torch.long)
@@ -94,7 +72,7 @@ def decode(
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
     caches = [DynamicCache() for _ in models]
-    seeds_N = torch.tensor([_to_signed(x & _M64) for x in seeds], dtype=torch.long, device=device)
+    seeds_N = torch.tensor([to_int64(x) for x in seeds], dtype=torch.long, device=device)
     limit = torch.tensor(max_new, device=device)
     out_tok = [[] for _ in range(N)]
     out_lp = [[] for _ in range(N)]
@@ -103,10 +81,10 @@ def decode(
     eos_t = torch.tensor(sorted(eos_ids), device=device)
     for t in range(int(limit.max().item()) if N else 0):
         logps = []
-        for m, cache in zip(models, caches):
-            logits = m(input_ids=step_ids, attention_mask=att, position_ids=step_pos,
+        for m, md, cache in zip(models, devices, caches):  # a teacher may sit on another device
+            logits = m(input_ids=step_ids.to(md), attention_mask=att.to(md), position_ids=step_pos.to(md),
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-            logps.append(logits.log_softmax(-1))
+            logps.append(logits.log_softmax(-1).to(device))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:
             tok = lp.argmax(-1)
