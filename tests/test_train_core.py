@@ -231,3 +231,11 @@ def test_config_hash_counts_only_values_that_differ_from_the_defaults():
     assert config_hash(base) != config_hash(RunConfig(train=TrainConfig(truncated="mask")))
     assert config_hash(base) != config_hash(RunConfig(prepare=SmolPrepare()))  # the chosen kind counts
     assert config_hash(base) == config_hash(RunConfig(train=TrainConfig(checkpoint_every=7)))
+
+
+def test_log_every_writes_every_nth_step_and_the_last(tiny_profile, tmp_path):
+    out = tmp_path / "run"
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+            "train.log_every=4", check=True)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 5]

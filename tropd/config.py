@@ -121,6 +121,7 @@ class TrainConfig:
     truncated: Literal["keep", "mask"] = "keep"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    log_every: int = 1  # a metrics.jsonl line every this many steps (and at the last step)
     divergence_rkl: float = 1e4  # stop when the sampled reverse KL passes this bound
     prompt_domains: list[str] = field(default_factory=list)  # empty = every domain in the data
     backend: Literal["hf", "vllm", "fake"] = "hf"
@@ -365,6 +366,7 @@ def validate(cfg: RunConfig) -> None:
         "train.rollouts_per_prompt": t.rollouts_per_prompt, "train.max_new_tokens": t.max_new_tokens,
         "train.micro_batch": t.micro_batch, "train.chunk_size": t.chunk_size, "train.topk": t.topk,
         "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints,
+        "train.log_every": t.log_every,
         "eval.k": cfg.eval.k, "eval.max_new_tokens": cfg.eval.max_new_tokens,
     }
     for key, v in positive.items():

@@ -208,7 +208,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                 ckpt.save(out / "checkpoints", step + 1, student, optimizer, scheduler,
                           {"totals": totals}, tc.keep_checkpoints)
         times["time_ckpt"] = time.perf_counter() - t0
-        if not world.main:
+        if not world.main or ((step + 1) % tc.log_every and step + 1 < tc.steps):
             continue
         # Rollout meta (prefix lengths, ...) and the times are the main process's own.
         line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
