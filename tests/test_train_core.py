@@ -239,3 +239,18 @@ def test_log_every_writes_every_nth_step_and_the_last(tiny_profile, tmp_path):
             "train.log_every=4", check=True)
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 5]
+
+
+def test_a_run_written_today_stays_readable(tmp_path):
+    """tests/expected/resolved_tiny_opd.yaml is the config.resolved.yaml a tiny OPD run wrote on
+    2026-12-02. Every finished run on disk holds such a file and `tropd aggregate` reads it through
+    the current schema: removing or renaming a key makes every old run unreadable (it happened once,
+    with train.log_every), and changing a default changes what old runs mean. Either needs a
+    deliberate migration, then a new fixture."""
+    from tropd.config import config_hash, load_config, resolved_hash
+
+    root = Path(__file__).resolve().parent
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(root / "expected" / "resolved_tiny_opd.yaml", run / "config.resolved.yaml")
+    assert resolved_hash(run) == config_hash(load_config(root.parent / "configs" / "tiny.yaml", method="opd"))
