@@ -4,7 +4,7 @@ Nothing here is used by training. Each prototype is swapped into the real loop (
 measurement, so the numbers are for exactly one change:
 
 - `block_sample_rows`: the same inverse-CDF draw as `hf.sample_rows` (one uniform per row from
-  `hf.uniform_rows`, batch-independent), but two-level: float64 sums of blocks of `BLOCK`
+  `tropd.seeding.uniform_rows`, batch-independent), but two-level: float64 sums of blocks of `BLOCK`
   probabilities, a search over the block sums, then a cumulative sum inside the chosen block only.
   One pass of float32 exp over the vocabulary instead of a float64 copy, exp and cumsum of it.
 
@@ -21,7 +21,7 @@ BLOCK = 256
 
 
 def block_sample_rows(logp_NV: torch.Tensor, seeds_N: torch.Tensor, t: int) -> torch.Tensor:
-    from tropd.rollout.hf import uniform_rows
+    from tropd.seeding import uniform_rows
 
     N, V = logp_NV.shape
     p_NV = logp_NV.float().exp()
