@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tropd.config import REPO_ROOT, load_config
 
@@ -109,3 +110,18 @@ def test_slurm_plan_asks_for_gpus(profile):
     train_jobs = [block for block in out.split("rule ")[1:] if block.startswith("train:")]
     assert len(train_jobs) == n_train
     assert all(f"gpu={cfg.workflow.gpus_per_train}" in b for b in train_jobs)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_train_jobs_launch_the_chosen_accelerate_config(parallel, tmp_path):
+    """workflow.train_parallel picks the launcher config of a multi-GPU train job."""
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    cfg = yaml.safe_load(path("paper-deepseek").read_text())
+    cfg["workflow"]["train_parallel"] = parallel
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([snakemake, "-n", "-p", "--configfile", str(profile), "--workflow-profile",
+                        "workflow/profiles/slurm"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    launches = re.findall(r"accelerate launch --config_file (\S+) --num_processes (\d+)", p.stdout + p.stderr)
+    assert launches and set(launches) == {(f"configs/accelerate/{parallel}.yaml", str(cfg["workflow"]["gpus_per_train"]))}

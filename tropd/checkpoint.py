@@ -41,8 +41,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write(tmp: Path, step: int, model, optimizer, scheduler, extra: dict) -> None:
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def _write(tmp: Path, step: int, weights: dict, optim_state: dict, scheduler, extra: dict) -> None:
+    state = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
     # Tied weights share storage; safetensors refuses duplicates, so keep one name per storage.
     seen: dict[int, str] = {}
     tied = {}
@@ -57,7 +57,7 @@ def _write(tmp: Path, step: int, model, optimizer, scheduler, extra: dict) -> No
         save_file(state, tmp / "model.safetensors")
     except Exception as e:  # safetensors wraps I/O errors (ENOSPC, EACCES) in its own type
         reraise_io(e)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -73,15 +73,17 @@ def _write(tmp: Path, step: int, model, optimizer, scheduler, extra: dict) -> No
             os.fsync(f.fileno())
 
 
-def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int) -> Path:
-    """Write checkpoint `step` atomically; keep only the newest `keep`."""
+def save(ckpt_dir: Path, step: int, weights: dict, optim_state: dict, scheduler, extra: dict,
+         keep: int) -> Path:
+    """Write checkpoint `step` (the student's state dict, the optimizer's) atomically; keep only the
+    newest `keep`. The state dicts are full ones (World.student_state and optimizer_state gather FSDP shards)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:06d}"
     tmp = ckpt_dir / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _write(tmp, step, model, optimizer, scheduler, extra)
+        _write(tmp, step, weights, optim_state, scheduler, extra)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written checkpoint behind
         raise
@@ -119,15 +121,21 @@ def latest(ckpt_dir: Path, log=print) -> Path | None:
     return None
 
 
-def load(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG states; returns state.json."""
+def load(path: Path, model, optimizer, scheduler, put=None) -> dict:
+    """Restore model, optimizer, scheduler and RNG states; returns state.json.
+
+    `put(weights, optimizer_state)` loads the two state dicts (default: `load_state_dict` on each;
+    an FSDP student gets tropd.fsdp.load_states)."""
     state = json.loads((path / "state.json").read_text())
     weights = load_file(path / "model.safetensors")
     for name, src in state.get("tied", {}).items():
         weights[name] = weights[src]
-    model.load_state_dict(weights)
     opt = torch.load(path / "optim.pt", weights_only=False)
-    optimizer.load_state_dict(opt["optimizer"])
+    if put is None:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(opt["optimizer"])
+    else:
+        put(weights, opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     rng = torch.load(path / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])

@@ -127,7 +127,9 @@ class TrainConfig:
     backend: Literal["hf", "vllm", "fake"] = "hf"
     dtype: Literal["float32", "bfloat16"] = "float32"
     gradient_checkpointing: bool = False
-    num_threads: int = 0  # torch threads (and the Snakemake threads of train/eval jobs); 0 = the default
+    # torch threads (and the Snakemake threads of train/eval jobs); 0 = the default. A multi-process
+    # train job's processes share them: num_threads / LOCAL_WORLD_SIZE each.
+    num_threads: int = 0
 
 
 @dataclass
@@ -157,6 +159,10 @@ class WorkflowConfig:
     methods: list[str] = field(default_factory=lambda: ["opd", "tropd"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     gpus_per_train: int = 0
+    # How a train job with gpus_per_train > 1 uses them (configs/accelerate/<this>.yaml): ddp, a
+    # replica of the student per GPU; fsdp, the student's parameters, gradients and optimizer state
+    # sharded over the GPUs (tropd/fsdp.py), for students that do not fit one GPU with their teacher.
+    train_parallel: Literal["ddp", "fsdp"] = "ddp"
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
     # per_run: a train job per (method, seed) and an eval job per (model, seed, task), for clusters;

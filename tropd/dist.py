@@ -13,7 +13,8 @@ DDP-wrapped student would skip the all-reduce without a word. Nor `accelerator.p
 scheduler wrapper steps the schedule once per process per step.
 
 Only the main process writes files (metrics, checkpoints, the final student); all processes read
-the same checkpoint when a run resumes.
+the same checkpoint when a run resumes. Under an FSDP launch (tropd.fsdp) the student is also
+sharded: the same step, with 1/N of its parameters, gradients and optimizer state per process.
 """
 from __future__ import annotations
 
@@ -32,6 +33,46 @@ class World:
         self.main = accelerator.is_main_process
         self.device = accelerator.device
         self._acc = accelerator
+        from tropd import fsdp
+
+        self.fsdp = self.size > 1 and fsdp.requested()
+
+    def prepare_student(self, student):
+        """What the loop calls for the student's forwards: the student, or its FSDP root."""
+        if not self.fsdp:
+            return student
+        from tropd import fsdp
+
+        return fsdp.shard(student, self.device)
+
+    def student_state(self, student) -> dict:
+        """The student's full state dict (under FSDP a collective that every process calls; the
+        main process gets the tensors)."""
+        if not self.fsdp:
+            return student.state_dict()
+        from tropd import fsdp
+
+        return fsdp.model_state(student)
+
+    def optimizer_state(self, student, optimizer) -> dict:
+        """The optimizer's full state dict, in `optimizer.state_dict()`'s format (as above)."""
+        if not self.fsdp:
+            return optimizer.state_dict()
+        from tropd import fsdp
+
+        return fsdp.optimizer_state(student, optimizer)
+
+    def put_states(self, student, optimizer):
+        """How a checkpoint's full state dicts get into the student (None: `load_state_dict`)."""
+        if not self.fsdp:
+            return None
+        from tropd import fsdp
+
+        return lambda weights, optim: fsdp.load_states(student, optimizer, weights, optim)
+
+    def any(self, flag: bool) -> bool:
+        """True if `flag` holds on any process (one collective)."""
+        return flag if self.size == 1 else self.sum([float(flag)])[0] > 0
 
     def shard(self, n: int) -> list[int]:
         """Positions 0..n-1 of the step's prompts that this process takes."""
@@ -56,8 +97,9 @@ class World:
         return {k: flat[2 * i : 2 * i + 2] for i, k in enumerate(names)}
 
     def sum_gradients(self, params) -> None:
-        """grad <- sum of every process's grad (None counts as zeros, so all ranks do the same calls)."""
-        if self.size == 1:
+        """grad <- sum of every process's grad (None counts as zeros, so all ranks do the same calls).
+        Under FSDP the reduce-scatter in backward has summed them already."""
+        if self.size == 1 or self.fsdp:
             return
         params = [p for p in params if p.requires_grad]
         for p in params:

@@ -75,12 +75,13 @@ def truncate_metrics(path: Path, start: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def finish(out: Path, model, tok, summary: dict) -> None:
-    """Save the student folder atomically, then summary.json (its presence marks the run done)."""
+def finish(out: Path, model, tok, summary: dict, weights: dict | None = None) -> None:
+    """Save the student folder atomically, then summary.json (its presence marks the run done).
+    `weights`: the full state dict of a sharded student (tropd.fsdp), saved in place of its own."""
     tmp = out / ".student.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": weights} if weights else {}))
         tok.save_pretrained(tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)

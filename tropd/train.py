@@ -57,8 +57,8 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     set_method(cfg.method.name)
     kind = rollout_kind(method, params)
     tc = cfg.train
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+    if tc.num_threads:  # the job's threads (what Snakemake and SLURM give it), shared by its processes
+        torch.set_num_threads(max(1, tc.num_threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     torch.manual_seed(cfg.seed)
     # train.dtype bfloat16: fp32 master weights, bf16 compute. The student forward calls the
     # backbone and LM head directly (tropd.scoring), not model.forward, so the loop opens
@@ -66,15 +66,20 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     # an optimizer step (autocast caches the bf16 copy of each weight until its region exits).
     # Accelerate gives the device, autocast and the process group; the model, optimizer and
     # scheduler are not `prepare`d (tropd.dist says why).
+    from tropd import fsdp
+
+    fsdp.check_environment()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
     world = World(accelerator)
-    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+    if accelerator.distributed_type.name in ("DEEPSPEED", "MEGATRON_LM"):
         raise UserError(f"accelerate {accelerator.distributed_type.name} is not supported by tropd train: "
-                        "use configs/accelerate/ddp.yaml (data parallel)")
+                        "use configs/accelerate/ddp.yaml (data parallel) or fsdp.yaml (sharded)")
     if world.size > tc.prompts_per_step:
         raise UserError(f"train.prompts_per_step={tc.prompts_per_step} is less than the {world.size} "
                         "processes: every process needs a prompt a step")
+    if world.fsdp:
+        fsdp.check_request(world.size, tc.prompts_per_step, getattr(params, "stage1_frac", None) is not None)
 
     # -- models and data (all checks before anything is written into `out`) --
     tok = load_tokenizer(cfg.student)
@@ -84,8 +89,13 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     teacher = load_model(cfg.teacher, "teacher", device=world.device)
     if tc.gradient_checkpointing:
         student.gradient_checkpointing_enable()
+    # `policy` is what the rollouts and the training forward call: the student, or under FSDP its
+    # root unit (tropd.fsdp), whose forward gathers the shards; the optimizer holds the shards.
+    policy = world.prepare_student(student)
     optimizer, scheduler = make_optimizer(student, tc)
-    backend = make_backend(tc.backend, student, teacher, tok,
+    # vLLM gets the model itself (its path, and the shards gathered at each weight sync).
+    backend = make_backend(tc.backend, student if tc.backend == "vllm" else policy, teacher, tok,
+                           sync=world.any if world.fsdp else None,
                            **(dataclasses.asdict(cfg.vllm) if tc.backend == "vllm" else {}))
     pad_id = tok.pad_token_id
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
@@ -100,7 +110,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     start, totals = 0, {"tokens_generated": 0, "student_tokens_generated": 0, "teacher_tokens_scored": 0}
     last = ckpt.latest(out / "checkpoints", log=log)
     if last is not None:
-        state = ckpt.load(last, student, optimizer, scheduler)
+        state = ckpt.load(last, student, optimizer, scheduler, put=world.put_states(student, optimizer))
         start, totals = state["step"], state["totals"]
         if world.main:
             log(f"resuming {out} from step {start}")
@@ -158,9 +168,9 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             t0 = time.perf_counter()
             # bf16 for the student forward only, closed before backward and the step; the method
             # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
+            args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, "full_logits" in method.needs)
             with accelerator.autocast():
-                stud = student_forward(student, micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size,
-                                       "full_logits" in method.needs)
+                stud = student_forward(student, *args) if policy is student else policy(*args, fn=student_forward)
             s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
                            behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
             res = method.fn(s, params, ctx)
@@ -186,7 +196,8 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         world.sum_gradients(student.parameters())
         sums = world.sum_dict(sums)
         loss_total = world.sum([loss_total])[0]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf")))
+        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf"))
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         rkl = sums["rkl"][0] / max(sums["rkl"][1], 1.0)
         if not (math.isfinite(loss_total) and math.isfinite(grad_norm)) or rkl > tc.divergence_rkl:
             status, diverged_step = "diverged", step
@@ -204,8 +215,9 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         t0 = time.perf_counter()
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
             fault_point("checkpoint", step + 1)
+            weights, optim_state = world.student_state(student), world.optimizer_state(student, optimizer)
             if world.main:
-                ckpt.save(out / "checkpoints", step + 1, student, optimizer, scheduler,
+                ckpt.save(out / "checkpoints", step + 1, weights, optim_state, scheduler,
                           {"totals": totals}, tc.keep_checkpoints)
         times["time_ckpt"] = time.perf_counter() - t0
         if not world.main or ((step + 1) % tc.log_every and step + 1 < tc.steps):
@@ -224,10 +236,13 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         "status": status, "diverged_step": diverged_step, "method": cfg.method.name, "seed": cfg.seed,
         "steps_done": diverged_step if diverged_step is not None else tc.steps,
         "wall_s": time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
-        "code_version": code_version(), "backend": backend.name, "processes": world.size, **totals,
+        "code_version": code_version(), "backend": backend.name, "processes": world.size,
+        "sharded": world.fsdp, "student_param_share": fsdp.local_fraction(student),
+        "student_state_mb": fsdp.state_mb(student, optimizer), "torch_threads": torch.get_num_threads(), **totals,
     }
+    weights = world.student_state(student) if world.fsdp else None
     if world.main:
-        finish(out, student, tok, summary)
+        finish(out, student, tok, summary, weights)
     world.barrier()
     return summary
 

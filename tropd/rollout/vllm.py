@@ -161,11 +161,13 @@ class VLLMBackend:
     def sample(self, role: str, prompts, max_new, seeds, temperature=1.0, top_p=1.0):
         if role not in ("student", "teacher"):
             raise ValueError(f"unknown role {role!r}")
+        # Before the early return: under FSDP a push gathers every shard (a collective), so every
+        # process pushes at the same call, with prompts or without.
+        if role == "student" and fingerprint(self.student) != self._pushed:
+            self._push(self._engine(role), self.student)
         if not prompts:
             return []
         llm = self._engine(role)
-        if role == "student" and fingerprint(self.student) != self._pushed:
-            self._push(llm, self.student)
         live = [k for k, n in enumerate(max_new) if n > 0]  # vLLM refuses max_tokens=0
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]
         params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids)

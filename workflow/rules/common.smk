@@ -117,15 +117,16 @@ THREADS = config["train"]["num_threads"] or workflow.cores
 
 # ---------------------------------------------------------------------------- input functions
 def train_command(w):
-    """`tropd train`, or with workflow.gpus_per_train > 1 one data-parallel process per GPU.
+    """`tropd train`, or with workflow.gpus_per_train > 1 one process per GPU, data parallel
+    (configs/accelerate/ddp.yaml) or with the student sharded (fsdp.yaml): workflow.train_parallel.
 
     Runs sharing a node need distinct rendezvous ports: derived from the job's method and seed(s).
     """
     if TRAIN_GPUS > 1:
-        ddp = repo_path("configs/accelerate/ddp.yaml")
+        launch = repo_path(f"configs/accelerate/{RES['train_parallel']}.yaml")
         key = f"{w.method}/{getattr(w, 'seed', SEED_LIST)}"
         port = 20000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 20000
-        return (f"accelerate launch --config_file {ddp} --num_processes {TRAIN_GPUS}"
+        return (f"accelerate launch --config_file {launch} --num_processes {TRAIN_GPUS}"
                 f" --main_process_port {port} -m tropd.cli train")
     return "tropd train"
 
