@@ -45,38 +45,6 @@ def test_decode_seeded_per_sequence(models):
     assert all(abs(x - y) < 1e-5 for x, y in zip(c[0][1], a[0][1]))
 
 
-class _Counting(torch.nn.Module):
-    """A model that counts its forward calls (each is a collective when the model is FSDP-sharded)."""
-
-    def __init__(self, lm):
-        super().__init__()
-        self.lm, self.calls = lm, 0
-
-    def forward(self, *a, **kw):
-        self.calls += 1
-        return self.lm(*a, **kw)
-
-
-def test_synced_decode_keeps_stepping_until_every_process_is_done(models):
-    """An FSDP process whose rows are done (or that has none) still runs a forward for every step
-    another process decodes; its own samples are those of an unsynced decode."""
-    s, _ = models
-    prompts = [[3, 4, 5], [6, 7]]
-    alone = decode([s], prompts, [4, 4], [11, 12], {2}, 0)
-    steps = max(len(t) for t, _, _ in alone)
-    others = 9  # another process decodes 9 steps
-    m = _Counting(s)
-    seen = []
-    synced = decode([m], prompts, [4, 4], [11, 12], {2}, 0,
-                    sync=lambda mine: seen.append(mine) or mine or len(seen) <= others)
-    assert synced == alone
-    assert m.calls == max(steps, others) and seen[:steps] == [True] * steps
-    idle = _Counting(s)
-    calls = []
-    assert decode([idle], [], [], [], {2}, 0, sync=lambda mine: calls.append(mine) or len(calls) <= 3) == []
-    assert idle.calls == 3 and not any(calls)  # a dummy row, finished from the start
-
-
 def test_behaviour_logprobs_match_scoring(models):
     s, t = models
     backend = HFBackend(s, t, {2}, 0)

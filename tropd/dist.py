@@ -70,10 +70,6 @@ class World:
 
         return lambda weights, optim: fsdp.load_states(student, optimizer, weights, optim)
 
-    def any(self, flag: bool) -> bool:
-        """True if `flag` holds on any process (one collective)."""
-        return flag if self.size == 1 else self.sum([float(flag)])[0] > 0
-
     def shard(self, n: int) -> list[int]:
         """Positions 0..n-1 of the step's prompts that this process takes."""
         return list(range(self.rank, n, self.size))

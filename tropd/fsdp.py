@@ -18,9 +18,10 @@ through `Root`: a decode step calls it like the model itself, and the chunked tr
 its gradients are reduced after backward (the root keeps its parameters gathered between forward
 and backward, which the checkpointed head chunks need).
 
-Collectives need every process to make the same calls: the HF decode loop keeps stepping (on
-finished rows) until every process is done (`HFBackend(sync=...)`), the step's prompts must split
-evenly (equal micro-batch counts), and checkpoints and the final save gather full state dicts on
+Collectives need every process to make the same calls: a student rollout gathers the whole
+student once (`Root.gathered`, entered by every process once a step), so that the decode steps
+themselves hold no collective and each process decodes for as long as its own rows need; the
+step's prompts must split evenly (equal micro-batch counts, hence equal training forwards); checkpoints and the final save gather full state dicts on
 every process before the main process writes them, in the same format as a one-process run's (a
 run can resume under another process count or without FSDP). The teacher is not sharded: each
 process holds it whole (frozen, no gradients or optimizer state). Not supported, each refused with
@@ -91,7 +92,7 @@ class Root(nn.Module):
         from torch.distributed.fsdp import FSDPModule
 
         units = [m for m in self.modules() if isinstance(m, FSDPModule)]
-        keep = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() not in ("false", "no_shard")
+        keep = _reshard_after_forward()
         for m in units:
             m.set_reshard_after_forward(False, recurse=False)
             m.unshard()
@@ -101,6 +102,11 @@ class Root(nn.Module):
             for m in units:
                 m.set_reshard_after_forward(keep and m is not self, recurse=False)
                 m.reshard()
+
+
+def _reshard_after_forward() -> bool:
+    """fsdp_reshard_after_forward (default true: free a layer's gathered weights after its forward)."""
+    return os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() not in ("false", "no_shard")
 
 
 def _layer_classes(model: nn.Module) -> set[str]:
@@ -118,7 +124,7 @@ def shard(model: nn.Module, device: torch.device) -> Root:
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
-    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() not in ("false", "no_shard")
+    reshard = _reshard_after_forward()
     classes = _layer_classes(model)
     layers = [m for m in model.modules() if type(m).__name__ in classes]
     if not layers:

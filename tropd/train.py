@@ -95,7 +95,6 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     optimizer, scheduler = make_optimizer(student, tc)
     # vLLM gets the model itself (its path, and the shards gathered at each weight sync).
     backend = make_backend(tc.backend, student if tc.backend == "vllm" else policy, teacher, tok,
-                           sync=world.any if world.fsdp else None,
                            **(dataclasses.asdict(cfg.vllm) if tc.backend == "vllm" else {}))
     pad_id = tok.pad_token_id
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)

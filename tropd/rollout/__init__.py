@@ -31,14 +31,13 @@ def rollout_kind(method, params: Any) -> str:
     return method.rollout
 
 
-def make_backend(name: str, student, teacher, tok, sync=None, **kw):
-    """`sync`: for an FSDP-sharded student, "is any process still decoding" (tropd.rollout.hf.decode)."""
+def make_backend(name: str, student, teacher, tok, **kw):
     eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if name == "hf":
         from tropd.rollout.hf import HFBackend
 
-        return HFBackend(student, teacher, eos, pad, sync=sync)
+        return HFBackend(student, teacher, eos, pad)
     if name == "fake":
         from tropd.rollout.fake import FakeBackend
 

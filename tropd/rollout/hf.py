@@ -52,23 +52,16 @@ def decode(
     temperature: float = 1.0,
     top_p: float = 1.0,
     combine: Combine | None = None,
-    sync: Callable[[bool], bool] | None = None,
 ) -> list[tuple[list[int], list[float], bool]]:
     """Sample continuations of `prompts`; returns (token ids, behaviour log-probs, finished) per row.
 
     temperature 0 is greedy (log-probs then are those of the untempered distribution).
-    `sync(still_decoding) -> any process still decoding`: for an FSDP-sharded model, whose every
-    forward is a collective, a process keeps stepping (on finished rows, or on one dummy row when it
-    has no prompts) until every process is done.
     """
     from transformers import DynamicCache
 
-    n_out = len(prompts)
-    if n_out == 0 and sync is None:
-        return []
-    if n_out == 0:  # take part in the collectives with one row that is finished from the start
-        prompts, max_new, seeds = [[pad_id]], [0], [0]
     N = len(prompts)
+    if N == 0:
+        return []
     devices = [next(m.parameters()).device for m in models]
     device = devices[0]
     P = max(len(p) for p in prompts)
@@ -87,9 +80,7 @@ def decode(
     done = limit <= 0
     step_ids, step_pos = ids, pos
     eos_t = torch.tensor(sorted(eos_ids), device=device)
-    t_max = int(limit.max().item())
-    t = 0
-    while sync(t < t_max) if sync else t < t_max:
+    for t in range(int(limit.max().item()) if N else 0):
         logps = []
         for m, md, cache in zip(models, devices, caches):  # a teacher may sit on another device
             logits = m(input_ids=step_ids.to(md), attention_mask=att.to(md), position_ids=step_pos.to(md),
@@ -111,12 +102,12 @@ def decode(
                 out_tok[i].append(tok_c[i])
                 out_lp[i].append(lp_c[i])
         done = done | torch.isin(tok, eos_t) | (t + 1 >= limit)
-        t += 1
-        t_max = t if bool(done.all()) else t_max
+        if bool(done.all()):
+            break
         step_ids = tok[:, None]
         att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
         step_pos = step_pos[:, -1:] + 1
-    return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(n_out)]
+    return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(N)]
 
 
 class HFBackend:
@@ -124,19 +115,17 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, student, teacher, eos_ids: set[int], pad_id: int, sync=None):
+    def __init__(self, student, teacher, eos_ids: set[int], pad_id: int):
         self.student, self.teacher = student, teacher
         self.eos_ids, self.pad_id = eos_ids, pad_id
-        self.sync = sync  # set for an FSDP student (see `decode`); the teacher is never sharded
 
     def sample(self, role: str, prompts, max_new, seeds, temperature=1.0, top_p=1.0):
         model = self.student if role == "student" else self.teacher
         was_training = model.training
         model.eval()
         try:
-            with self._gathered(model):
-                return decode([model], prompts, max_new, seeds, self.eos_ids, self.pad_id, temperature,
-                              top_p, sync=self.sync if role == "student" else None)
+            with _gathered(model):
+                return decode([model], prompts, max_new, seeds, self.eos_ids, self.pad_id, temperature, top_p)
         finally:
             model.train(was_training)
 
@@ -144,16 +133,19 @@ class HFBackend:
         was_training = self.student.training
         self.student.eval()
         try:
-            with self._gathered(self.student):
+            with _gathered(self.student):
                 return decode([self.student, self.teacher], prompts, max_new, seeds, self.eos_ids,
-                              self.pad_id, temperature, top_p, combine=combine, sync=self.sync)
+                              self.pad_id, temperature, top_p, combine=combine)
         finally:
             self.student.train(was_training)
 
-    @staticmethod
-    def _gathered(model):
-        """An FSDP student (tropd.fsdp.Root) is unsharded once for the whole rollout."""
-        return model.gathered() if hasattr(model, "gathered") else nullcontext()
-
     def sync_weights(self, student) -> None:
         """The HF backend samples from the trained module itself: nothing to copy."""
+
+
+def _gathered(model):
+    """An FSDP-sharded student (tropd.fsdp.Root) is unsharded for the whole rollout: its forwards
+    then hold no collective, so each process decodes its own rows for as long as they need, as in
+    data parallelism. Every process enters this once per student rollout, with or without prompts
+    (tropd.rollout.collect samples the student once per step on every process)."""
+    return model.gathered() if hasattr(model, "gathered") else nullcontext()
