@@ -125,3 +125,27 @@ def test_train_jobs_launch_the_chosen_accelerate_config(parallel, tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     launches = re.findall(r"accelerate launch --config_file (\S+) --num_processes (\d+)", p.stdout + p.stderr)
     assert launches and set(launches) == {(f"configs/accelerate/{parallel}.yaml", str(cfg["workflow"]["gpus_per_train"]))}
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("erpd", [], "ERPD's two stages"),
+    ("opd", ["workflow.gpus_per_train=3"], "train.prompts_per_step=128 does not split evenly over 3"),
+])
+def test_fsdp_plans_refuse_what_tropd_train_would(method, overrides, message):
+    """Caught when the config loads (and so when Snakemake plans), not on the GPUs."""
+    from tropd.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(path("paper-deepseek"), method=method, overrides=["workflow.train_parallel=fsdp", *overrides])
+    load_config(path("paper-deepseek"), method=method, overrides=overrides)  # ddp: fine
+
+
+def test_workflow_refuses_an_fsdp_plan_with_erpd(tmp_path):
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    cfg = yaml.safe_load(path("paper-deepseek").read_text())
+    cfg["workflow"].update(train_parallel="fsdp", methods=["opd", "erpd"])
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([snakemake, "-n", "--configfile", str(profile), "--workflow-profile",
+                        "workflow/profiles/slurm"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "method erpd: ERPD's two stages" in p.stdout + p.stderr

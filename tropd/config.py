@@ -394,7 +394,17 @@ def validate(cfg: RunConfig) -> None:
     # Method parameters are checked against the method's own dataclass.
     from tropd.registry import get_method
 
-    get_method(cfg.method.name).parse_params(cfg.method.params)
+    params = get_method(cfg.method.name).parse_params(cfg.method.params)
+    w = cfg.workflow
+    if w.train_parallel == "fsdp" and w.gpus_per_train > 1:  # what tropd train would refuse on the GPUs
+        from tropd.errors import UserError
+        from tropd.fsdp import check_request
+
+        try:
+            check_request(w.gpus_per_train, t.prompts_per_step, getattr(params, "stage1_frac", None) is not None)
+        except UserError as e:
+            raise ConfigError(f"workflow.train_parallel=fsdp with {w.gpus_per_train} GPUs, method "
+                              f"{cfg.method.name}: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tropd.config import ConfigError, RunConfig, build, settings_digest
+from tropd.config import ConfigError, RunConfig, build, load_config, settings_digest
 
 REPO_ROOT = Path(workflow.basedir).resolve().parent
 DEFAULT_CONFIGFILE = REPO_ROOT / "configs" / "tiny.yaml"
@@ -44,8 +44,10 @@ else:
 CFG = os.path.relpath(CONFIGFILE) if AT_ROOT and CONFIGFILE.resolve().is_relative_to(REPO_ROOT) else str(CONFIGFILE)
 
 validate(config, "../schemas/config.schema.yaml")
-try:  # the dataclass schema too: the same strict checks as every tropd command
+try:  # the dataclass schema too: the same strict checks as every tropd command, for every method
     RUN_CONFIG = build(RunConfig, config)
+    for _m in config["workflow"]["methods"]:
+        load_config(CONFIGFILE, method=_m)
 except ConfigError as e:
     raise WorkflowError(f"tropd workflow: {CONFIGFILE}: {e}") from None
 
