@@ -44,10 +44,13 @@ else:
 CFG = os.path.relpath(CONFIGFILE) if AT_ROOT and CONFIGFILE.resolve().is_relative_to(REPO_ROOT) else str(CONFIGFILE)
 
 validate(config, "../schemas/config.schema.yaml")
-try:  # the dataclass schema too: the same strict checks as every tropd command, for every method
+try:  # the dataclass schema too: the same strict checks as every tropd command
     RUN_CONFIG = build(RunConfig, config)
-    for _m in config["workflow"]["methods"]:
-        load_config(CONFIGFILE, method=_m)
+    if config["workflow"]["train_parallel"] == "fsdp" and config["workflow"]["gpus_per_train"] > 1:
+        # Every method's config, for what FSDP refuses (tropd.config.validate). Only here: it
+        # imports torch, seconds that every job's parse of this file would pay.
+        for _m in config["workflow"]["methods"]:
+            load_config(CONFIGFILE, method=_m)
 except ConfigError as e:
     raise WorkflowError(f"tropd workflow: {CONFIGFILE}: {e}") from None
 
