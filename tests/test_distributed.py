@@ -101,6 +101,16 @@ def test_fsdp_trains_like_one_process(tiny_profile, one_tropd, tmp_path):
     assert_trains_like(one_tropd, two, tiny_profile)
 
 
+def test_fsdp_blended_decoding_trains_like_one_process(tiny_profile, tmp_path):
+    """TRB decodes the sharded student and the teacher token by token in one loop (sample_blend)."""
+    one, two = tmp_path / "one", tmp_path / "fsdp"
+    assert train(ONE, tiny_profile, "trb", one).returncode == 0
+    p = train(TORCHRUN, tiny_profile, "trb", two, FSDP_ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((two / "summary.json").read_text())["sharded"]
+    assert_trains_like(one, two, tiny_profile)
+
+
 def test_fsdp_resumes_bit_for_bit_and_across_process_counts(tiny_profile, tmp_path):
     """An FSDP run killed at step 3 resumes (under FSDP) to the weights of an uninterrupted one, bit
     for bit; its checkpoint (full state dicts, the one-process format) also resumes as a one-process
