@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from tropd import fsdp
+
 # Gradients are all-reduced in flat buckets of this many elements: one collective per bucket, and at
 # most one bucket of extra memory (fp32: 1 GiB).
 BUCKET = 1 << 28
@@ -33,16 +35,12 @@ class World:
         self.main = accelerator.is_main_process
         self.device = accelerator.device
         self._acc = accelerator
-        from tropd import fsdp
-
         self.fsdp = self.size > 1 and fsdp.requested()
 
     def prepare_student(self, student):
         """What the loop calls for the student's forwards: the student, or its FSDP root."""
         if not self.fsdp:
             return student
-        from tropd import fsdp
-
         return fsdp.shard(student, self.device)
 
     def student_state(self, student) -> dict:
@@ -50,24 +48,18 @@ class World:
         main process gets the tensors)."""
         if not self.fsdp:
             return student.state_dict()
-        from tropd import fsdp
-
         return fsdp.model_state(student)
 
     def optimizer_state(self, student, optimizer) -> dict:
         """The optimizer's full state dict, in `optimizer.state_dict()`'s format (as above)."""
         if not self.fsdp:
             return optimizer.state_dict()
-        from tropd import fsdp
-
         return fsdp.optimizer_state(student, optimizer)
 
     def put_states(self, student, optimizer):
         """How a checkpoint's full state dicts get into the student (None: `load_state_dict`)."""
         if not self.fsdp:
             return None
-        from tropd import fsdp
-
         return lambda weights, optim: fsdp.load_states(student, optimizer, weights, optim)
 
     def shard(self, n: int) -> list[int]:

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from tropd import checkpoint as ckpt
+from tropd import fsdp
 from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config, resolved_hash
 from tropd.data import load_prompts
 from tropd.dist import World
@@ -66,8 +67,6 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     # an optimizer step (autocast caches the bf16 copy of each weight until its region exits).
     # Accelerate gives the device, autocast and the process group; the model, optimizer and
     # scheduler are not `prepare`d (tropd.dist says why).
-    from tropd import fsdp
-
     fsdp.check_environment()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
