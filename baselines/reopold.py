@@ -16,7 +16,10 @@ As in TrOPD's tables, "REOPOLD" is the reward clipping alone (its numbers equal 
 Sources and choices: the values lambda = 0.2, entropy_top_frac = 0.5 (top 50% student entropy) and
 switch_frac = 0.5 (half of training) are a third party's reading of the primary text (not confirmed,
 methods.md 4.4), used as defaults. Deviation: REOPOLD normalises by the number of selected tokens
-(1 / sum M); here the shared reducer's normalisation applies to every method alike.
+(1 / sum M); here the shared reducer's normalisation applies to every method alike. "The batch" of the
+entropy selection is what the method sees at once, one micro-batch of one process
+(`tropd.methods.terms.top_fraction_mask`), not the whole step: with `micro_batch: 4` the top 50% is
+ranked within 4 sequences.
 """
 from __future__ import annotations
 

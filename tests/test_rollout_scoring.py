@@ -45,6 +45,18 @@ def test_decode_seeded_per_sequence(models):
     assert all(abs(x - y) < 1e-5 for x, y in zip(c[0][1], a[0][1]))
 
 
+def test_decode_passes_the_kv_cache_under_the_name_the_model_takes(models):
+    """transformers removes `past_key_values` from the forward in 5.40 in favour of `cache`: decode must
+    not lean on the deprecated name (the log-prob test below checks that the cache is really used)."""
+    import warnings
+
+    s, _ = models
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decode([s], [[3, 4, 5]], [4], [11], {2}, 0)
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_behaviour_logprobs_match_scoring(models):
     s, t = models
     backend = HFBackend(s, t, {2}, 0)

@@ -191,6 +191,35 @@ def test_truncated_mask_drops_cut_responses_from_the_loss(tiny_profile, tmp_path
     assert all(0.0 <= x["finished_frac"] <= 1.0 for x in masked)
 
 
+def test_truncated_mask_hides_cut_responses_from_the_method(tiny_profile, tmp_path, monkeypatch):
+    """train.truncated=mask: the method sees exactly the loss mask, so a selection over the batch
+    (Entropy-OPD's top 20% by entropy) ranks only the tokens it trains on, never a cut response's."""
+    import tropd.train
+    from tropd.config import load_config
+    from tropd.registry import TokenStats
+
+    seen, reduced = [], []
+
+    def stats(**kw):
+        seen.append(kw["mask_BT"].clone())
+        return TokenStats(**kw)
+
+    def reduce(loss_BT, mask_BT, norm, denom):
+        reduced.append(mask_BT.clone())
+        return real_reduce(loss_BT, mask_BT, norm, denom)
+
+    real_reduce = tropd.train.reduce_loss
+    monkeypatch.setattr(tropd.train, "TokenStats", stats)
+    monkeypatch.setattr(tropd.train, "reduce_loss", reduce)
+    cfg = load_config(tiny_profile, method="entropy_opd", overrides=[
+        "train.steps=2", "train.checkpoint_every=100", "train.max_new_tokens=1", "train.truncated=mask"])
+    tropd.train.train(cfg, tmp_path / "run", log=lambda m: None)
+    assert len(seen) == len(reduced) > 0
+    assert all(torch.equal(a, b) for a, b in zip(seen, reduced))
+    # every response has a token; the rows the method sees as empty are the cut ones
+    assert any((~m.any(-1)).any() for m in seen), "expected responses cut at max_new_tokens=1"
+
+
 def test_old_run_with_fewer_schema_keys_is_still_recognised(tiny_profile, tmp_path):
     """A run written under an older schema (its resolved config lacks a key added since and holds a
     workflow key removed since; its summary holds the hash of that time) is still the same run: no

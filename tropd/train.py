@@ -169,19 +169,22 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, "full_logits" in method.needs)
             with accelerator.autocast():
                 stud = student_forward(student, *args) if policy is student else policy(*args, fn=student_forward)
-            s = TokenStats(mask_BT=micro.response_mask_BT, from_teacher_BT=micro.from_teacher_BT,
+            # The method sees only the tokens it trains on, so a selection (Entropy-OPD's top 20%,
+            # REOPOLD's top 50%) ranks those and not responses that train.truncated=mask drops.
+            loss_mask = loss_mask_all[mb : mb + tc.micro_batch]
+            s = TokenStats(mask_BT=loss_mask, from_teacher_BT=micro.from_teacher_BT,
                            behav_logp_BT=micro.behav_logp_BT, **scored, **stud)
             res = method.fn(s, params, ctx)
             res.loss_BT = poison(res.loss_BT, "loss", step)
-            loss_mask = loss_mask_all[mb : mb + tc.micro_batch]
             loss = reduce_loss(res.loss_BT, loss_mask, tc.loss_norm, denom)
             loss.backward()
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
-            on_policy = s.mask_BT & ~s.from_teacher_BT
+            resp = micro.response_mask_BT  # the step's metrics cover every response, cut or not
+            on_policy = resp & ~s.from_teacher_BT
             _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy)
-            _acc(sums, "student_entropy", s.student_entropy_BT, s.mask_BT)
-            _acc(sums, "teacher_entropy", s.teacher_entropy_BT, s.mask_BT)
+            _acc(sums, "student_entropy", s.student_entropy_BT, resp)
+            _acc(sums, "teacher_entropy", s.teacher_entropy_BT, resp)
             for key, val in res.metrics.items():
                 if val.dim() == 0:
                     _acc(sums, key, val.reshape(1, 1), torch.ones(1, 1, dtype=torch.bool))

@@ -12,6 +12,13 @@ x_t ~ pi_S, the gradient of the full-vocabulary reverse KL at that position. Dis
 gets only its own reward (tinker-cookbook's default `kl_discount_factor = 0`).
 
 Deviation: none. `coef` is tinker-cookbook's `kl_penalty_coef` (default 1).
+
+Choice, for `train.temperature != 1` (or top_p < 1) only: pi_old is the distribution the token was
+drawn from, after temperature and top-p (what a sampler reports, as in tinker-cookbook), while pi_S in
+rho and pi_T are untempered. rho then corrects the sampling, but R_t compares the *tempered* student
+with the teacher: the expected loss gradient is grad KL(pi_S || pi_T) minus
+E_{pi_S}[(log pi_S - log pi_old) grad log pi_S], an extra term that raises the student's entropy at T < 1.
+Every shipped profile samples at T = 1, top_p = 1, where pi_old = pi_S and the term vanishes.
 """
 from __future__ import annotations
 

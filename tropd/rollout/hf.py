@@ -8,6 +8,7 @@ the loop below is the minimum that does, and `tropd bench` measures it against `
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -73,6 +74,7 @@ def decode(
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
     caches = [DynamicCache() for _ in models]
+    cache_kws = [_cache_kw(m) for m in models]
     seeds_N = torch.tensor([to_int64(x) for x in seeds], dtype=torch.long, device=device)
     limit = torch.tensor(max_new, device=device)
     out_tok = [[] for _ in range(N)]
@@ -82,9 +84,9 @@ def decode(
     eos_t = torch.tensor(sorted(eos_ids), device=device)
     for t in range(int(limit.max().item()) if N else 0):
         logps = []
-        for m, md, cache in zip(models, devices, caches):  # a teacher may sit on another device
+        for m, md, cache, kw in zip(models, devices, caches, cache_kws):  # a teacher may sit elsewhere
             logits = m(input_ids=step_ids.to(md), attention_mask=att.to(md), position_ids=step_pos.to(md),
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                       use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1].float()
             logps.append(logits.log_softmax(-1).to(device))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:
@@ -108,6 +110,13 @@ def decode(
         att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
         step_pos = step_pos[:, -1:] + 1
     return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(N)]
+
+
+def _cache_kw(model: torch.nn.Module) -> str:
+    """The forward's KV-cache argument: recent transformers (5.24 here) call it `cache` and remove the
+    older `past_key_values` in 5.40; the project supports transformers from 4.51, which knows only that."""
+    lm = model.lm if hasattr(model, "gathered") else model  # tropd.fsdp.Root passes keywords to its LM
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 class HFBackend:
