@@ -1,4 +1,4 @@
-"""`tropd aggregate` on synthetic result files: means and bootstrap CIs, the config-hash guard,
+"""`tropd aggregate` on synthetic result files: means and t intervals over seeds, the config-hash guard,
 divergence notes, the three table formats and the two figures."""
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ import yaml
 
 from tropd.cli import main as cli
 from tropd.errors import UserError
-from tropd.report.stats import bootstrap
+from tropd.report.stats import over_seeds
 
 TASKS = {"tiny_math": "math", "gsm8k": "math", "tiny_code": "code"}
 
 
 def write_results(root: Path, scores: dict, runs: dict | None = None, hashes: dict | None = None,
-                  methods=("opd", "tropd"), seeds=(0, 1, 2)) -> Path:
+                  methods=("opd", "tropd"), seeds=(0, 1, 2), decoding: dict | None = None) -> Path:
     """A profile YAML + result tree. scores[(row, seed, task)] = fraction; runs[(method, seed)] = summary
     fields to change; hashes[(row, seed, task)] = eval config hash (default "evalhash")."""
     res = root / "results"
     for (row, seed, task), value in scores.items():
         e = {"task": task, "domain": TASKS[task], "model": row, "n_items": 10, "n_samples": 10,
              "primary": "accuracy", "metrics": {"accuracy": {"mean": value, "ci95": [0, 1]}},
-             "decoding": {"temperature": 0.0}, "config_hash": (hashes or {}).get((row, seed, task), "evalhash"),
+             "decoding": decoding or {"temperature": 0.0}, "config_hash": (hashes or {}).get((row, seed, task), "evalhash"),
              "code_version": "abc1234", "wall_s": 1.0}
         path = res / "evals" / row / f"seed{seed}" / f"{task}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,15 +64,26 @@ def read_main(root: Path) -> pd.DataFrame:
     return pd.read_csv(root / "results" / "tables" / "main.csv")
 
 
-def test_bootstrap_exact_for_two_seeds():
-    # With two values every resample mean is a, (a+b)/2 or b, so the 2.5/97.5 percentiles are a and b.
-    e = bootstrap([0.2, 0.6])
-    assert (e.mean, e.lo, e.hi, e.n) == pytest.approx((0.4, 0.2, 0.6, 2))
-    e1 = bootstrap([0.5])
+def _slow_t_interval(x: list[float]) -> tuple[float, float]:
+    """Mean ± t_{0.975, n-1} s / sqrt(n), written out with table values of t."""
+    t975 = {1: 12.706204736, 2: 4.302652730, 4: 2.776445105}[len(x) - 1]
+    mean = sum(x) / len(x)
+    s = (sum((v - mean) ** 2 for v in x) / (len(x) - 1)) ** 0.5
+    return mean - t975 * s / len(x) ** 0.5, mean + t975 * s / len(x) ** 0.5
+
+
+def test_seed_interval_is_the_t_interval_not_the_seed_range():
+    for x in ([0.2, 0.6], [0.1, 0.5, 0.9], [0.3, 0.31, 0.35, 0.4, 0.2]):
+        e = over_seeds(x)
+        assert (e.lo, e.hi) == pytest.approx(_slow_t_interval(x)) and e.n == len(x)
+        assert e.mean - e.lo == pytest.approx(e.hi - e.mean)  # symmetric: "mean ± half-width" is exact
+    # three seeds: the interval is wider than their range (a percentile bootstrap gave the range)
+    e3 = over_seeds([0.1, 0.5, 0.9])
+    assert e3.lo < 0.1 and e3.hi > 0.9
+    assert over_seeds([0.5, 0.5, 0.5]) == over_seeds([0.5, 0.5, 0.5]) and over_seeds([0.5, 0.5]).half_width == 0
+    e1 = over_seeds([0.5])
     assert (e1.lo, e1.hi, e1.n) == (0.5, 0.5, 1)
-    e3 = bootstrap([0.1, 0.5, 0.9])
-    assert 0.1 <= e3.lo < e3.mean < e3.hi <= 0.9 and bootstrap([0.1, 0.5, 0.9]) == e3  # seeded
-    assert bootstrap([]) is None
+    assert over_seeds([]) is None
 
 
 def test_main_table_means_cis_and_formats(tmp_path):
@@ -80,9 +91,9 @@ def test_main_table_means_cis_and_formats(tmp_path):
     assert cli(["aggregate", "--config", str(cfg)]) == 0
     df = read_main(tmp_path)
     cell = df[(df.row == "opd") & (df.column == "tiny_math")].iloc[0]
-    ref = bootstrap([0.3, 0.4, 0.5])
+    ref = over_seeds([0.3, 0.4, 0.5])
     assert cell["mean"] == pytest.approx(0.4) and cell["n_seeds"] == 3
-    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx((ref.lo, ref.hi))
+    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx((ref.lo, ref.hi), abs=1e-6)
     assert cell["text"] == f"40.0 ± {100 * (ref.hi - ref.lo) / 2:.1f}"
     # math has two tasks -> a domain average; code has one -> none; overall Avg over the 3 tasks.
     assert set(df[df.row == "opd"].column) == {"tiny_math", "gsm8k", "tiny_code", "avg_math", "avg",
@@ -102,6 +113,28 @@ def test_main_table_means_cis_and_formats(tmp_path):
     assert "log r (OPD)" in abl and "top-k FKL" in abl and "| yes |" in abl
     for name in ("benchmarks.png", "training_curves.png"):
         assert (tmp_path / "results" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_greedy_reference_rows_are_one_measurement_sampled_ones_are_not(tmp_path):
+    """tropd eval reuses one greedy evaluation of the teacher and the untrained student for every
+    seed: that is one measurement, shown without an interval or an n=, not three seeds that agree."""
+    scores = {k: (BASE[k[0]] if k[0] in ("teacher", "student") else v) for k, v in full_scores(BASE).items()}
+    greedy = {"k": 1, "temperature": 0.0, "max_new_tokens": 256, "limit": 10}
+    cfg = write_results(tmp_path / "greedy", scores, decoding=greedy)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = read_main(tmp_path / "greedy")
+    teacher = df[(df.row == "teacher") & (df.column == "gsm8k")].iloc[0]
+    assert teacher["n_seeds"] == 1 and teacher["text"] == "70.0"
+    assert df[(df.row == "opd") & (df.column == "gsm8k")].iloc[0]["n_seeds"] == 3
+    md = (tmp_path / "greedy" / "results" / "tables" / "main.md").read_text()
+    assert "one greedy evaluation, the same for every seed" in md
+    assert "GSM8K 10" in md and "k=1, temperature 0, up to 256 new tokens" in md
+
+    sampled = {**greedy, "k": 4, "temperature": 0.6}
+    cfg = write_results(tmp_path / "sampled", full_scores(BASE), decoding=sampled)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    teacher = read_main(tmp_path / "sampled").query("row == 'teacher' and column == 'gsm8k'").iloc[0]
+    assert teacher["n_seeds"] == 3 and teacher["text"].startswith("80.0 ± ")
 
 
 def test_one_seed_says_n1_and_missing_cells(tmp_path):
@@ -125,7 +158,7 @@ def test_a_missing_seed_is_counted(tmp_path):
     df = read_main(tmp_path)
     cell = df[(df.row == "opd") & (df.column == "gsm8k")].iloc[0]
     assert cell["n_seeds"] == 2 and cell["mean"] == pytest.approx(0.35) and cell["text"].endswith("(n=2)")
-    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx((0.3, 0.4))  # n=2: the two values
+    assert (cell["ci95_lo"], cell["ci95_hi"]) == pytest.approx(_slow_t_interval([0.3, 0.4]))
     assert df[(df.row == "opd") & (df.column == "avg")].iloc[0]["n_seeds"] == 2  # seeds with every task
 
 

@@ -47,6 +47,10 @@ class Task:
     load: Callable[[Path, "Task"], list[Item]]
     evalplus: str | None = None  # evalplus dataset ("humaneval" | "mbpp") for code tasks
     plus: bool = True  # code: run the extra (plus) inputs too
+    # What `limit` keeps: "first" items in file order, or "spread": evenly spaced over the file, for
+    # data sorted by something that matters (MMLU is sorted by subject: its first 500 questions are
+    # 4 of its 57 subjects; 500 spread ones cover every subject in proportion).
+    subset: str = "first"
 
 
 def benchmarks_root() -> Path:
@@ -154,7 +158,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
        _load_evalplus, evalplus="mbpp"),
     _T("ifeval", "instruct", "ifeval", "prompt_strict", _bench("ifeval/input_data.jsonl"), _load_ifeval),
     _T("ifbench", "instruct", "ifbench", "prompt_strict", _bench("ifbench/IFBench_test.jsonl"), _load_ifeval),
-    _T("mmlu", "general", "mmlu", "acc", _bench("mmlu/test.jsonl.gz"), _load_mmlu),
+    _T("mmlu", "general", "mmlu", "acc", _bench("mmlu/test.jsonl.gz"), _load_mmlu, subset="spread"),
     _T("tiny_math", "math", "gsm8k", "acc", _tiny("math/test.jsonl"), _load_gsm8k),
     _T("tiny_code", "code", "evalplus", "plus_pass@1", _tiny("code/test.jsonl"), _load_evalplus,
        evalplus="humaneval"),
@@ -169,9 +173,14 @@ def get_task(name: str) -> Task:
 
 
 def load_items(task: Task, cfg: RunConfig | None, limit: int = 0) -> list[Item]:
-    """The task's items in file order; `limit` > 0 keeps the first `limit`."""
+    """The task's items in file order; `limit` > 0 keeps `limit` of them, chosen by `task.subset`:
+    the first ones, or ones evenly spaced over the file (item i * n // limit), in file order."""
     items = task.load(task.path(cfg), task)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise UserError(f"{task.path(cfg)}: duplicate item ids")
-    return items[:limit] if limit > 0 else items
+    if limit <= 0 or limit >= len(items):
+        return items
+    if task.subset == "spread":
+        return [items[i * len(items) // limit] for i in range(limit)]
+    return items[:limit]

@@ -34,6 +34,14 @@ class EvalResult:
     config_hash: str | None
     code_version: str | None
     finished: float | None = None  # share of generations that ended with EOS (None: nothing generated)
+    model: str | None = None  # the weights that were evaluated
+    decoding: dict = field(default_factory=dict)  # k, temperature, max_new_tokens, limit
+    n_items: int | None = None
+
+    @property
+    def deterministic(self) -> bool:
+        """Greedy decoding (or log-likelihood scoring): the seed does not enter the result."""
+        return self.decoding.get("temperature") == 0
 
 
 @dataclass
@@ -65,6 +73,13 @@ class Results:
     @property
     def rows(self) -> list[str]:
         return [*self.methods, *REFERENCES]
+
+    def single_measurement(self, row: str) -> bool:
+        """A reference row whose every eval is one model under greedy decoding: its seeds repeat one
+        measurement (tropd eval reuses it), so it counts once, not as n seeds that agree."""
+        got = [e for (r, _, _), e in self.evals.items() if r == row]
+        return (row in REFERENCES and bool(got) and all(e.deterministic for e in got)
+                and len({(e.task, e.model) for e in got}) == len({e.task for e in got}))
 
     def eval_hash(self, row: str) -> str | None:
         hashes = {e.config_hash for (r, _, _), e in self.evals.items() if r == row and e.config_hash}
@@ -102,7 +117,7 @@ def read_eval(path: Path, row: str, seed: int, task: str) -> EvalResult:
     if d.get("task", task) != task:
         raise UserError(f"{path}: holds task {d['task']!r}, expected {task!r}")
     return EvalResult(path, row, seed, task, domain, value, d.get("config_hash"), d.get("code_version"),
-                      _finished_share(path))
+                      _finished_share(path), d.get("model"), d.get("decoding") or {}, d.get("n_items"))
 
 
 def _finished_share(summary: Path) -> float | None:

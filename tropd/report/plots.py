@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 
 from tropd.io import atomic_write_bytes  # noqa: E402
 from tropd.report.collect import Results  # noqa: E402
-from tropd.report.stats import bootstrap  # noqa: E402
-from tropd.report.tables import domain_tasks, label  # noqa: E402
+from tropd.report.stats import over_seeds  # noqa: E402
+from tropd.report.tables import per_seed, domain_tasks, label  # noqa: E402
 
 CURVES = [  # metrics.jsonl key, panel title
     ("student_entropy", "Student entropy (nats/token)"),
@@ -45,12 +45,7 @@ def _save(fig, path: Path) -> None:
 
 
 def _domain_estimate(res: Results, row: str, tasks: list[str]):
-    vals = []
-    for seed in res.seeds:
-        got = [res.evals.get((row, seed, t)) for t in tasks]
-        if all(got):
-            vals.append(100 * sum(e.value for e in got) / len(got))
-    return bootstrap(vals)
+    return over_seeds([100 * v for v in per_seed(res, row, tasks)])
 
 
 def benchmark_bars(res: Results, path: Path) -> None:
@@ -87,7 +82,7 @@ def benchmark_bars(res: Results, path: Path) -> None:
         ax.spines[["top", "right"]].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
     title = ("Per-domain score, one seed" if len(res.seeds) == 1
-             else f"Per-domain score: mean over {len(res.seeds)} seeds, 95% bootstrap CI over seeds")
+             else f"Per-domain score: mean over {len(res.seeds)} seeds, 95% Student-t interval over seeds")
     if diverged:
         title += "\n† hatched: diverged in some seed (scored at its last good weights)"
     fig.suptitle(title, fontsize=10)

@@ -44,7 +44,7 @@ def cell_text(cell: Cell | None, col: Column, n_seeds: int) -> str:
         text = fmt_value(e.mean, "percent")
         if e.n > 1:
             text += f" ± {fmt_value(e.half_width, 'percent')}"
-        if e.n < n_seeds:  # with one seed configured the legend says n=1 once for the table
+        if e.n < n_seeds and not cell.single:  # one seed configured: the legend says n=1 once
             text += f" (n={e.n})"
     if cell.note:
         text += f" ({cell.note})"

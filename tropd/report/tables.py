@@ -2,16 +2,18 @@
 Table 5 (ablation: outlier objective x guidance).
 
 A `Table` is a list of rows, each a dict of `Cell`s keyed by column; tropd.report.render turns it
-into Markdown, CSV and LaTeX. Every score cell is a mean over seeds with a 95% bootstrap interval
+into Markdown, CSV and LaTeX. Every score cell is a mean over seeds with a 95% Student-t interval
 (tropd.report.stats); averages are taken per seed first (over the benchmarks of a domain, or over
-all benchmarks, as the paper's Avg), then bootstrapped over seeds.
+all benchmarks, as the paper's Avg), then their interval over seeds. The reference rows (teacher,
+untrained student) under greedy decoding are one measurement, whatever the number of seeds.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tropd.eval.tasks import TASKS
 from tropd.report.collect import Results
-from tropd.report.stats import Estimate, bootstrap
+from tropd.report.stats import Estimate, over_seeds
 
 METHOD_LABELS = {
     "opd": "OPD", "tropd": "TrOPD", "tropd_mask": "TrOPD Mask (+guidance)",
@@ -59,6 +61,7 @@ class Cell:
     est: Estimate | None = None
     text: str | None = None  # fixed text (descriptor columns); else formatted from est
     note: str = ""  # appended in parentheses, e.g. "diverged at step 37 in 1/3 seeds"
+    single: bool = False  # one measurement by design (a greedy reference row): no interval, no n=
 
 
 @dataclass
@@ -81,14 +84,15 @@ class Table:
     provenance: str = ""
 
 
-def _per_seed(res: Results, row: str, tasks: list[str]) -> list[float]:
-    """Mean over `tasks` for every seed that has all of them."""
+def per_seed(res: Results, row: str, tasks: list[str]) -> list[float]:
+    """Mean over `tasks` for every seed that has all of them (the first such seed only, for a row
+    whose seeds repeat one measurement)."""
     vals = []
     for seed in res.seeds:
         got = [res.evals.get((row, seed, t)) for t in tasks]
         if all(got):
             vals.append(sum(e.value for e in got) / len(got))
-    return vals
+    return vals[:1] if res.single_measurement(row) else vals
 
 
 def score_columns(res: Results) -> list[Column]:
@@ -111,12 +115,13 @@ def domain_tasks(res: Results) -> dict[str, list[str]]:
 
 def score_cells(res: Results, row: str) -> dict[str, Cell]:
     by_domain = domain_tasks(res)
-    cells = {t: Cell(bootstrap(_per_seed(res, row, [t]))) for t in res.tasks}
+    single = res.single_measurement(row)
+    cells = {t: Cell(over_seeds(per_seed(res, row, [t])), single=single) for t in res.tasks}
     for d, ts in by_domain.items():
         if len(ts) > 1:
-            cells[f"avg_{d}"] = Cell(bootstrap(_per_seed(res, row, ts)))
+            cells[f"avg_{d}"] = Cell(over_seeds(per_seed(res, row, ts)), single=single)
     if len(res.tasks) > 1:
-        cells["avg"] = Cell(bootstrap(_per_seed(res, row, res.tasks)))
+        cells["avg"] = Cell(over_seeds(per_seed(res, row, res.tasks)), single=single)
     return cells
 
 
@@ -133,11 +138,34 @@ def diverged_note(diverged: list[tuple[int, int]], n_runs: int) -> str:
     return f"diverged at {word} {steps} in {len(diverged)}/{n_runs} seeds"
 
 
-def score_legend(n_seeds: int) -> str:
+def score_legend(res: Results, what: str = "Scores in %") -> str:
+    n_seeds = len(res.seeds)
     if n_seeds == 1:
-        return "Scores in %, one seed (n=1): no interval"
-    return (f"Scores in %: mean ± half-width of the 95% bootstrap CI over seeds (n={n_seeds} "
-            "unless marked)")
+        return f"{what}, one seed (n=1): no interval"
+    text = f"{what}: mean ± half-width of the 95% Student-t interval over seeds (n={n_seeds} unless marked)"
+    refs = [label(r) for r in ("teacher", "student") if res.single_measurement(r)]
+    if refs:
+        text += f"; {' and '.join(refs)}: one greedy evaluation, the same for every seed, so no interval"
+    return text
+
+
+def eval_note(res: Results) -> str:
+    """What each benchmark column measured: items per task and the decoding, from the eval summaries."""
+    parts, decodings = [], set()
+    for t in res.tasks:
+        got = [e for (_, _, tk), e in res.evals.items() if tk == t]
+        sizes = sorted({e.n_items for e in got if e.n_items is not None})
+        if sizes:
+            parts.append(f"{TASK_LABELS.get(t, t)} {'/'.join(map(str, sizes))}")
+        decodings |= {(e.decoding.get("k"), e.decoding.get("temperature"), e.decoding.get("max_new_tokens"))
+                      for e in got if e.decoding.get("max_new_tokens")}  # 0: log-likelihood, nothing decoded
+    if not parts:
+        return ""
+    how = "; ".join(f"k={k}, temperature {temp:g}, up to {m} new tokens" for k, temp, m in sorted(decodings))
+    spread = [TASK_LABELS.get(t, t) for t in res.tasks if t in TASKS and TASKS[t].subset == "spread"]
+    rule = "where fewer than the test set: its first items" + (
+        f"; {', '.join(spread)}: items spread evenly over the file, which is sorted by subject" if spread else "")
+    return f"Items per benchmark: {', '.join(parts)} ({rule}). Generation: {how or 'none'}."
 
 
 def _row(res: Results, key: str, with_cost: bool) -> Row:
@@ -150,7 +178,7 @@ def _row(res: Results, key: str, with_cost: bool) -> Row:
         if with_cost:
             for col, _, skey, _ in COST:
                 vals = [float(r.summary[skey]) for (m, _), r in res.runs.items() if m == key and skey in r.summary]
-                row.cells[col] = Cell(bootstrap(vals))
+                row.cells[col] = Cell(over_seeds(vals))
     return row
 
 
@@ -160,7 +188,7 @@ def main_table(res: Results) -> Table:
     rows = [_row(res, k, with_cost=True) for k in ("student", "teacher", *res.methods)]
     for r in rows:
         r.cells["method"] = Cell(text=r.label)
-    notes = [score_legend(len(res.seeds)) + "; cost columns: mean over seeds."]
+    notes = [score_legend(res) + "; cost columns: mean over seeds.", *filter(None, [eval_note(res)])]
     if any(r.diverged for r in rows):
         notes.append("Diverged runs are scored at their last good weights.")
     return Table("main", cols, rows, len(res.seeds), notes)
@@ -175,7 +203,7 @@ def ablation_table(res: Results) -> Table:
         outlier, guidance = ABLATION.get(key, ("–", "–"))
         r.cells.update(method=Cell(text=r.label), outlier=Cell(text=outlier), guidance=Cell(text=guidance))
         rows.append(r)
-    notes = [score_legend(len(res.seeds)) + ". Rows: the ablation presets that were run, of "
+    notes = [score_legend(res) + ". Rows: the ablation presets that were run, of "
              + ", ".join(ABLATION) + "."]
     if len(rows) == 1:
         notes.append("None of the ablation presets is in workflow.methods of this profile.")
@@ -193,9 +221,8 @@ def finished_table(res: Results) -> Table:
         for t in tasks:
             vals = [e.finished for (r, _, tk), e in sorted(res.evals.items()) if r == key and tk == t
                     and e.finished is not None]
-            cells[t] = Cell(bootstrap(vals))
+            single = res.single_measurement(key)
+            cells[t] = Cell(over_seeds(vals[:1] if single else vals), single=single)
         rows.append(Row(key, label(key), cells, res.run_hash(key), res.eval_hash(key)))
-    n = len(res.seeds)
-    spread = "one seed" if n == 1 else f"mean ± half-width of the 95% bootstrap CI over {n} seeds"
-    notes = [f"Share (%) of generations that ended with EOS within eval.max_new_tokens; {spread}."]
+    notes = [score_legend(res, "Share (%) of generations that ended with EOS within eval.max_new_tokens") + "."]
     return Table("finished", cols, rows, len(res.seeds), notes)
