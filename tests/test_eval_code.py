@@ -164,3 +164,62 @@ def test_full_mbppplus_and_mbpp_canonical(tmp_path, monkeypatch):
     assert main(["score", "--task", "mbpp", "--samples", str(samples), "--out", str(tmp_path / "m.json")]) == 0
     bad = [r["id"] for r in read_jsonl(tmp_path / "m.samples.jsonl") if r["status"] != "pass"]
     assert len(bad) <= 2, bad
+
+
+def test_time_limited_verdicts_are_not_cached(tmp_path, monkeypatch):
+    """evalplus's per-input limits are wall-clock, so a fail that reached one (raised, or swallowed by
+    the program) may be the machine's load: it is checked again, while clean verdicts are cached."""
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TROPD_EVALPLUS_MIN_TIME", "0.3")  # keeps the looping programs short
+    path = _mini_code_task(tmp_path).parent / "data" / "code" / "test.jsonl"
+    swallow = "    try:\n        while True:\n            pass\n    except BaseException:\n        return 0\n"
+    samples = [("Mini/0", "    return a + b\n"), ("Mini/0", "    return a - b\n"),
+               ("Mini/0", "    while True:\n        pass\n"), ("Mini/0", swallow)]
+    res = code.check_evalplus("humaneval", path, samples)
+    assert [r["base"] for r in res] == ["pass", "fail", "fail", "fail"]
+    cached = list((tmp_path / "cache" / "verdicts").rglob("*.json"))
+    assert len(cached) == 2, cached  # the right and the wrong program, not the two slow ones
+    assert code.check_evalplus("humaneval", path, samples) == res
+
+
+def test_verdict_key_covers_the_checker_versions(monkeypatch):
+    import evalplus
+
+    job = {"kind": "evalplus", "code": "def f(): pass", "phases": []}
+    keys = {code._verdict_key(job)}
+    monkeypatch.setattr(code, "GRADER_VERSION", code.GRADER_VERSION + 1)
+    keys.add(code._verdict_key(job))
+    monkeypatch.setattr(evalplus, "__version__", "0.0.0-other")
+    keys.add(code._verdict_key(job))
+    assert len(keys) == 3
+
+
+def test_sandbox_errors_are_counted_and_a_dead_sandbox_is_an_error(tmp_path, monkeypatch, capsys):
+    from tropd.eval import sandbox
+
+    cfg = _mini_code_task(tmp_path)
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))
+    lines = [{"id": "Mini/0", "completion": "    return a + b\n"},
+             {"id": "Mini/0", "completion": "    import posix\n    posix._exit(0)\n"},  # no verdict
+             {"id": "Mini/1", "completion": "    return s[::-1]\n"},
+             {"id": "Mini/2", "completion": "    return x / 2\n"}]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "score.json"
+    argv = ["score", "--config", str(cfg), "--task", "tiny_code", "--samples", str(samples),
+            "--out", str(out)]
+    assert main(argv) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert (m["sandbox_errors"]["count"], m["sandbox_errors"]["of"]) == (1, 4)
+    rows = read_jsonl(tmp_path / "score.samples.jsonl")
+    assert [bool(r["sandbox_error"]) for r in rows] == [False, True, False, False]
+    assert rows[1]["base"] == "fail" and rows[1]["sandbox_error"].startswith("crash")
+    # a sandbox that cannot start runs nothing: an error naming the task, not 0% pass
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache2"))  # no cached verdicts to fall back on
+    monkeypatch.setattr(sandbox, "CHILD", tmp_path / "missing_child.py")
+    out.unlink()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tiny_code" in err and "ran none of its 4 checks" in err and "crash" in err and "\n" not in err
+    assert not out.exists()

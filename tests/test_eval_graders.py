@@ -123,3 +123,42 @@ def test_bootstrap_intervals_are_seeded_and_contain_the_mean():
     r = stats.ratio_ci([1, 2, 0], [2, 2, 1])
     assert r["mean"] == pytest.approx(3 / 5) and r["ci95"][0] <= r["mean"] <= r["ci95"][1]
     assert stats.mean_ci([0.5]) == {"mean": 0.5, "ci95": [0.5, 0.5]}
+
+
+def test_mmlu_letters_only_from_answer_like_forms():
+    given = {"A": "A", "(B)": "B", "C.": "C", "D)": "D", "C. because": "C", "(A) since": "A", "B) it is": "B",
+             "A good answer is C": "C", "Answer: B": "B", "the correct answer is (D).": "D"}
+    none = ["A good answer needs care", "Options B and C are both wrong", "A.I. helps", "A cat",
+            "the answer is a tricky one", "I'd say D is wrong", ""]
+    assert {s: mmlu.letter(s) for s in given} == given
+    assert [mmlu.letter(s) for s in none] == [None] * len(none)
+
+
+def test_mmlu_unknown_gold_letter_is_an_error(tmp_path, monkeypatch):
+    import gzip
+
+    from tropd.errors import UserError
+
+    (tmp_path / "mmlu").mkdir()
+    rows = [{"question": "q0", "choices": ["a", "b", "c", "d"], "answer": "B"},
+            {"question": "q1", "choices": ["a", "b", "c", "d"], "answer": "E"}]
+    with gzip.open(tmp_path / "mmlu" / "test.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("TROPD_BENCHMARKS", str(tmp_path))
+    with pytest.raises(UserError, match=r"item 1: gold answer 'E' is not one of A-D"):
+        load_items(get_task("mmlu"), None)
+
+
+def test_ifbench_dropped_prompts_are_counted_and_none_scorable_is_an_error():
+    from tropd.errors import UserError
+
+    def r(vals, note=None):
+        return {"strict": vals, "loose": vals, "grader_note": note}
+
+    unscorable = r([None, True], "unscorable offline: count:pos (Resource averaged_perceptron_tagger)")
+    m = ifeval.summarize([[r([True])], [r([False, True])], [unscorable]])
+    assert m["prompt_strict"]["mean"] == pytest.approx(1 / 2)  # the unscorable prompt is left out ...
+    assert (m["prompts_scored"]["count"], m["prompts_dropped"]["count"]) == (2, 1)  # ... and counted
+    assert m["prompts_dropped"]["of"] == 3 and m["prompts_dropped"]["mean"] == pytest.approx(1 / 3)
+    with pytest.raises(UserError, match=r"^ifbench: none of its 2 prompts can be scored.*count:pos"):
+        ifeval.summarize([[unscorable], [unscorable]], "ifbench")

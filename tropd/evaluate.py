@@ -73,6 +73,9 @@ def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: 
     m = metrics[task.primary]
     print(f"{task.name}: {task.primary} = {m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}] "
           f"({len(per_item)} items, {len(rows)} samples, {summary['wall_s']:.1f} s) -> {out}")
+    for name in ("sandbox_errors", "prompts_dropped"):  # samples scored as fails / prompts left out
+        if metrics.get(name, {}).get("count"):
+            print(f"{task.name}: {name} = {metrics[name]['count']} of {metrics[name]['of']}", file=sys.stderr)
     return summary
 
 

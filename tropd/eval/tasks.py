@@ -136,7 +136,10 @@ def _load_ifeval(path: Path, task: Task) -> list[Item]:
 def _load_mmlu(path: Path, task: Task) -> list[Item]:
     items = []
     for i, r in enumerate(_rows(path, ("question", "choices", "answer"))):
-        idx = r.get("answer_index", "ABCD".find(str(r["answer"])))
+        gold = r.get("answer_index", r["answer"])
+        idx = gold if "answer_index" in r else {c: j for j, c in enumerate("ABCD")}.get(str(gold).strip())
+        if type(idx) is not int or not 0 <= idx < 4:  # an unknown letter must not index LETTERS (-1 is "D")
+            raise UserError(f"{path}: item {i}: gold answer {gold!r} is not one of A-D (answer_index 0-3)")
         items.append(Item(f"{task.name}/{i}", r["question"],
                           {"question": r["question"], "choices": r["choices"], "answer_index": idx,
                            "subject": r.get("subject", "")}))

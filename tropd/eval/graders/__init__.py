@@ -21,12 +21,16 @@ def grade(task: Task, items: list[Item], samples: list[tuple[int, str]]) -> list
         from tropd.eval.graders import code
 
         path = Path(items[0].ref["path"])
-        return code.check_evalplus(task.evalplus, path, [(items[i].ref["task_id"], t) for i, t in samples],
-                                   plus=task.plus)
+        res = code.check_evalplus(task.evalplus, path, [(items[i].ref["task_id"], t) for i, t in samples],
+                                  plus=task.plus)
+        code.raise_if_nothing_ran(task.name, res)
+        return res
     if g == "mbpp":
         from tropd.eval.graders import code
 
-        return code.check_mbpp([(text, items[i].ref) for i, text in samples])
+        res = code.check_mbpp([(text, items[i].ref) for i, text in samples])
+        code.raise_if_nothing_ran(task.name, res)
+        return res
     if g in ("ifeval", "ifbench"):
         from tropd.eval.graders import ifeval
 
@@ -58,7 +62,7 @@ def summarize(task: Task, per_item: list[list[dict]]) -> dict:
     if g in ("ifeval", "ifbench"):
         from tropd.eval.graders import ifeval
 
-        return ifeval.summarize(per_item)
+        return ifeval.summarize(per_item, task.name)
     if g == "mmlu":
         from tropd.eval.graders import mmlu
 

@@ -29,6 +29,8 @@ GT_TIME_FACTOR = 4.0  # env TROPD_EVALPLUS_MIN_TIME / TROPD_EVALPLUS_TIME_FACTOR
 # machines much busier than the one that timed the canonical solutions (the limits are wall-clock)
 PHASE_CAP_S = 60.0  # evalplus's per-task cap
 MBPP_TEST_LIMIT = 5.0  # seconds per MBPP assert (the reference solutions take milliseconds)
+GRADER_VERSION = 2  # part of every cached verdict's key: bump it when a change here or in the
+# sandbox's child could change a verdict, so verdicts of the old checker are not reused
 
 _OVERRIDE = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
 _PROBLEMS: dict[tuple[str, str], dict] = {}
@@ -124,7 +126,7 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
     """[(task_id, completion)] -> [{"base": status, "plus": status | None}] ("pass"/"fail"/"timeout").
 
     "plus" is None where it was not run: base inputs failed (the plus metric needs both), or the
-    task is base-only.
+    task is base-only. "sandbox_error" says why a check gave no verdict (None when it did).
     """
     problems, truth = load_problems(dataset, path), ground_truth(dataset, path)
     jobs = []
@@ -145,21 +147,48 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
         lost = "timeout" if o.status == "timeout" else "fail"  # no verdict: killed or crashed
         base = res.get("base") or lost
         known[k] = {"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
-                    "sandbox": o.status if o.status != "ok" else None}
-        if cache and o.status == "ok":  # a clean verdict is a function of the program; a timeout may be the load's
+                    "sandbox": o.status if o.status != "ok" else None,
+                    "sandbox_error": _sandbox_error(o, "base" in res)}
+        # a clean verdict is a function of the program; one that reached a (wall-clock) time limit
+        # may be the machine's load, so it is checked again next time
+        timed = res.get("time_limit_hit") or "timeout" in (known[k]["base"], known[k]["plus"])
+        if cache and o.status == "ok" and known[k]["sandbox_error"] is None and not timed:
             _store_verdict(k, known[k])
     return [dict(known[k]) for k in keys]
 
 
+def _sandbox_error(o: sandbox.Outcome, has_verdict: bool) -> str | None:
+    """Why a check ended without a verdict: a set-up error or crash of the sandbox, or an error of
+    the checker in it. None for a verdict and for a timeout (the program's own fail)."""
+    if o.status == "crash":
+        return f"crash ({o.detail})" if o.detail else "crash"
+    if o.status == "ok" and not has_verdict:
+        err = o.result.get("error") if isinstance(o.result, dict) else None
+        return f"no verdict from the checker ({err or 'empty result'})"
+    return None
+
+
+def raise_if_nothing_ran(task: str, results: list[dict]) -> None:
+    """A sandbox that ran none of a task's checks must not read as 0% pass."""
+    errors = [r["sandbox_error"] for r in results if r.get("sandbox_error")]
+    if results and len(errors) == len(results):
+        raise UserError(f"{task}: the sandbox ran none of its {len(results)} checks"
+                        f" (first error: {errors[0]})")
+
+
 def _verdict_key(job: dict) -> str:
-    """Digest of everything a verdict depends on: the program, the inputs, expected outputs, limits."""
+    """Digest of everything a verdict depends on: the program, the inputs, expected outputs, limits,
+    and the checker's versions (evalplus's and this grader's)."""
     import hashlib
     import json
+
+    import evalplus
 
     limit = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(0)  # some plus inputs are integers of thousands of digits
     try:
-        blob = json.dumps(job, sort_keys=True, default=repr)
+        blob = json.dumps({"job": job, "evalplus": evalplus.__version__, "grader": GRADER_VERSION},
+                          sort_keys=True, default=repr)
     finally:
         sys.set_int_max_str_digits(limit)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -189,7 +218,8 @@ def _store_verdict(key: str, verdict: dict) -> None:
 
 
 def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> list[dict]:
-    """[(completion, ref with tests/setup)] -> [{"status", "passed_tests"}] with MBPP's own asserts."""
+    """[(completion, ref with tests/setup)] -> [{"status", "passed_tests", "sandbox", "sandbox_error"}]
+    with MBPP's own asserts."""
     jobs = []
     for completion, ref in samples:
         job = {"kind": "asserts", "code": extract_code(completion), "setup": ref.get("setup", ""),
@@ -200,7 +230,8 @@ def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> l
         res = o.result if o.status == "ok" and isinstance(o.result, dict) else {}
         status = res.get("status") or ("timeout" if o.status == "timeout" else "fail")
         out.append({"status": status, "passed_tests": res.get("passed", 0),
-                    "sandbox": o.status if o.status != "ok" else None})
+                    "sandbox": o.status if o.status != "ok" else None,
+                    "sandbox_error": _sandbox_error(o, "status" in res)})
     return out
 
 
@@ -208,7 +239,8 @@ def summarize(per_item: list[list[dict]], keys: list[tuple[str, str]]) -> dict:
     """pass@k metrics: `keys` = [(metric prefix, result field)], a sample passing if the field is "pass".
 
     With several samples per item, pass@1 and pass@n (n = fewest samples of any item) are reported,
-    both with the unbiased estimator.
+    both with the unbiased estimator. `sandbox_errors`: the share ("mean") and number ("count") of
+    checks that ended without a verdict, each scored as a fail.
     """
     n_min = min(len(s) for s in per_item)
     metrics = {}
@@ -216,4 +248,7 @@ def summarize(per_item: list[list[dict]], keys: list[tuple[str, str]]) -> dict:
         for k in stats.ks_for(n_min):
             vals = [stats.pass_at_k(len(s), sum(r[fieldname] == "pass" for r in s), k) for s in per_item]
             metrics[f"{prefix}pass@{k}"] = stats.mean_ci(vals)
+    n = sum(len(s) for s in per_item)
+    bad = sum(bool(r.get("sandbox_error")) for s in per_item for r in s)
+    metrics["sandbox_errors"] = {"mean": bad / n, "ci95": [bad / n, bad / n], "count": bad, "of": n}
     return metrics

@@ -12,7 +12,8 @@ Offline caveats, both recorded per sample in `grader_note`:
   several IFBench ones) use an untrained Punkt tokenizer (same algorithm, no learned abbreviations).
 - IFBench checkers that need NLTK's POS tagger or stop-word list cannot run without that data;
   those instructions are "unscorable": left out of the instruction-level ratio, and their prompts
-  left out of the prompt-level mean (the `scorable` metric says how many instructions remain).
+  left out of the prompt-level mean (the `scorable` metric says how many instructions remain,
+  `prompts_scored` / `prompts_dropped` how many prompts the prompt-level mean has and lacks).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import io
 import random
 from contextlib import redirect_stdout
 
+from tropd.errors import UserError
 from tropd.eval import stats
 
 SPLIT_AFFECTED = {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
@@ -142,8 +144,6 @@ def grade_ifbench(pairs: list[tuple[dict, str]]) -> list[dict]:
     for doc, response in pairs:
         unknown = [i for i in doc["instruction_id_list"] if i not in reg]
         if unknown:
-            from tropd.errors import UserError
-
             raise UserError(f"ifbench item {doc['key']}: unknown instruction id(s) {unknown}")
         strict, loose, note = _ifbench_one(reg, doc, response)
         if note is None and not punkt_available():
@@ -152,10 +152,16 @@ def grade_ifbench(pairs: list[tuple[dict, str]]) -> list[dict]:
     return out
 
 
-def summarize(per_item: list[list[dict]]) -> dict:
+def summarize(per_item: list[list[dict]], task: str = "ifeval") -> dict:
     """prompt_* = share of samples following every instruction, averaged per item then over items;
     inst_* = followed instructions over all instructions (ratio, bootstrapped by item).
-    Unscorable instructions (None) are left out; so are prompts with any unscorable instruction."""
+    Unscorable instructions (None) are left out; so are prompts with any unscorable instruction,
+    counted in `prompts_dropped` ("mean" the share, "count" the number); none scorable is an error."""
+    scored = sum(any(None not in r["strict"] for r in s) for s in per_item)
+    if not scored:
+        notes = [r["grader_note"] for s in per_item for r in s if r.get("grader_note")]
+        raise UserError(f"{task}: none of its {len(per_item)} prompts can be scored here"
+                        f" ({notes[0] if notes else 'every one has an unscorable instruction'})")
     metrics = {}
     for mode in ("strict", "loose"):
         prompt_vals, num, den = [], [], []
@@ -165,10 +171,13 @@ def summarize(per_item: list[list[dict]]) -> dict:
                 prompt_vals.append(sum(all(s[mode]) for s in scorable) / len(scorable))
             num.append(sum(sum(x for x in s[mode] if x is not None) for s in samples) / len(samples))
             den.append(sum(sum(x is not None for x in s[mode]) for s in samples) / len(samples))
-        metrics[f"prompt_{mode}"] = stats.mean_ci(prompt_vals) if prompt_vals else {"mean": 0.0, "ci95": [0.0, 0.0]}
+        metrics[f"prompt_{mode}"] = stats.mean_ci(prompt_vals)
         metrics[f"inst_{mode}"] = stats.ratio_ci(num, den) if sum(den) else {"mean": 0.0, "ci95": [0.0, 0.0]}
     total = sum(len(s[0]["strict"]) for s in per_item)
     known = sum(sum(x is not None for x in s[0]["strict"]) for s in per_item)
     if known < total:
         metrics["scorable"] = {"mean": known / total, "ci95": [known / total, known / total]}
+    n = len(per_item)
+    for name, count in (("prompts_scored", scored), ("prompts_dropped", n - scored)):
+        metrics[name] = {"mean": count / n, "ci95": [count / n, count / n], "count": count, "of": n}
     return metrics

@@ -40,17 +40,20 @@ metric_list:
   - {{metric: acc, aggregation: mean, higher_is_better: true}}
 metadata: {{version: 1.0}}
 """
-_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:：]?\s*\(?([ABCD])\b", re.I)
-_LETTER = re.compile(r"\b([ABCD])\b")
+# Only answer-like forms count: a capital A-D elsewhere is a word ("A good answer ...") or a mention
+# ("Options B and C ..."), and guessing from it would score noise. The letter itself is case-sensitive
+# ("the answer is a ..." is an article).
+_ALONE = re.compile(r"\(?([ABCD])\)?[.:)]?")  # the whole completion: "B", "(B)", "B.", "B)"
+_ANSWER = re.compile(r"(?i:answer)(?:\s+is)?\s*[:：]?\s*\(?([ABCD])\b")  # "answer is (X)", "Answer: X"
+_LEADING = re.compile(r"(?:\(([ABCD])\)|([ABCD])[.)])(?=\s|$)")  # "(X) ...", "X. ...", "X) ..."
 
 
 def letter(completion: str) -> str | None:
-    """The option letter a text answer gives: a leading letter, 'answer is X', or the first A-D."""
+    """The option letter a text answer gives, or None (scored wrong): the completion is just the
+    letter, else the first 'answer is X' / 'Answer: X', else a leading "X." / "(X)" / "X)"."""
     s = completion.strip()
-    if s[:1] in LETTERS and (len(s) == 1 or not s[1].isalnum()):
-        return s[0]
-    m = _ANSWER.search(s) or _LETTER.search(s)
-    return m.group(1).upper() if m else None
+    m = _ALONE.fullmatch(s) or _ANSWER.search(s) or _LEADING.match(s)
+    return next(g for g in m.groups() if g) if m else None
 
 
 def grade_text(pairs: list[tuple[dict, str]]) -> list[dict]:
