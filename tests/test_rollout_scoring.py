@@ -57,6 +57,19 @@ def test_decode_passes_the_kv_cache_under_the_name_the_model_takes(models):
     assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]
 
 
+def test_a_reference_answer_cut_at_max_new_tokens_is_not_finished():
+    """GKD's off-policy rows are dataset answers (ids + EOS): one longer than max_new_tokens loses
+    its EOS and is a cut response (finished_frac, train.truncated=mask), one that fits is finished."""
+    from baselines.gkd import GKDParams
+
+    refs = [[5, 6, 2], [5, 6, 7, 8, 9, 10, 2]]  # 3 and 7 tokens, EOS = 2
+    b = collect("mixed", FakeBackend(V, {2}, 0), [[3, 4], [6, 7]], refs, 1, GKDParams(lmbda=0.0), step=0,
+                total_steps=1, seed=0, max_new_tokens=4, temperature=1.0, top_p=1.0, pad_id=0)
+    assert b.from_teacher_BT[b.response_mask_BT].all()  # lmbda 0: every row is a reference
+    assert b.finished_B.tolist() == [True, False]
+    assert b.response_mask_BT.sum(-1).tolist() == [3, 4]
+
+
 def test_behaviour_logprobs_match_scoring(models):
     s, t = models
     backend = HFBackend(s, t, {2}, 0)

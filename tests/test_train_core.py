@@ -88,6 +88,24 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_profile, reference_run, t
     assert (ref / "metrics.jsonl").read_text().count("\n") == (cut / "metrics.jsonl").read_text().count("\n")
 
 
+def test_resumed_run_counts_the_wall_time_of_every_segment_and_logs_each_steps_lr(tiny_profile, tmp_path):
+    """summary.wall_s (the tables' train time) is the time of the segments that count, the killed one's
+    up to its checkpoint included; `lr` in a step's line is the rate that step used."""
+    cut = tmp_path / "cut"
+    killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "4", "--out", cut,
+                     "train.warmup_steps=3", env={"TROPD_FAULT": "kill@rollout:5"})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    state = json.loads((cut / "checkpoints" / "step_000004" / "state.json").read_text())
+    assert state["wall_s"] > 0
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "4", "--out", cut,
+            "train.warmup_steps=3", check=True)
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["wall_s"] > state["wall_s"]
+    lrs = [json.loads(x)["lr"] for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    base = 1e-3  # the tiny profile's train.lr; linear warm-up over 3 steps, then constant
+    assert lrs == pytest.approx([base / 3, 2 * base / 3, base, base, base, base])
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tiny_profile, tmp_path):
     cut = tmp_path / "cut"
     killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "2", "--out", cut,
@@ -218,6 +236,37 @@ def test_truncated_mask_hides_cut_responses_from_the_method(tiny_profile, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(seen, reduced))
     # every response has a token; the rows the method sees as empty are the cut ones
     assert any((~m.any(-1)).any() for m in seen), "expected responses cut at max_new_tokens=1"
+
+
+def test_entropy_metrics_cover_the_tokens_the_student_wrote(tiny_profile, tmp_path, monkeypatch):
+    """TrOPD's rollouts start with teacher-written prefixes: the logged entropies, like the reverse KL,
+    are means over the student's own tokens, not over the teacher's text."""
+    import tropd.train
+    from tropd.config import load_config
+    from tropd.registry import TokenStats
+
+    masks: dict[str, list[torch.Tensor]] = {}
+    real_acc = tropd.train._acc
+
+    def acc(sums, key, val_BT, mask_BT):
+        masks.setdefault(key, []).append(mask_BT.clone())
+        return real_acc(sums, key, val_BT, mask_BT)
+
+    teacher_tokens: list[torch.Tensor] = []
+
+    def stats(**kw):
+        teacher_tokens.append(kw["from_teacher_BT"].clone())
+        return TokenStats(**kw)
+
+    monkeypatch.setattr(tropd.train, "_acc", acc)
+    monkeypatch.setattr(tropd.train, "TokenStats", stats)
+    cfg = load_config(tiny_profile, method="tropd", overrides=["train.steps=2", "train.checkpoint_every=100"])
+    tropd.train.train(cfg, tmp_path / "run", log=lambda m: None)
+    rkl = masks["rkl"]
+    assert all(torch.equal(a, b) for a, b in zip(masks["student_entropy"], rkl, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(masks["teacher_entropy"], rkl, strict=True))
+    assert any(bool(t.any()) for t in teacher_tokens), "expected teacher prefixes at the first steps"
+    assert not any(bool((m & t).any()) for m, t in zip(masks["student_entropy"], teacher_tokens, strict=True))
 
 
 def test_old_run_with_fewer_schema_keys_is_still_recognised(tiny_profile, tmp_path):

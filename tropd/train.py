@@ -106,10 +106,12 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     if world.main:
         atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
     start, totals = 0, {"tokens_generated": 0, "student_tokens_generated": 0, "teacher_tokens_scored": 0}
+    wall_before = 0.0
     last = ckpt.latest(out / "checkpoints", log=log)
     if last is not None:
         state = ckpt.load(last, student, optimizer, scheduler, put=world.put_states(student, optimizer))
         start, totals = state["step"], state["totals"]
+        wall_before = state.get("wall_s", 0.0)  # the segments before this one (the table's train time)
         if world.main:
             log(f"resuming {out} from step {start}")
         teacher = stage2.on_resume(start, teacher)
@@ -180,11 +182,12 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             loss.backward()
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
-            resp = micro.response_mask_BT  # the step's metrics cover every response, cut or not
-            on_policy = resp & ~s.from_teacher_BT
+            # The step's metrics cover every response, cut or not, on the tokens the student wrote:
+            # a teacher prefix (TrOPD's guidance, whose share anneals to 0) is another distribution.
+            on_policy = micro.response_mask_BT & ~s.from_teacher_BT
             _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy)
-            _acc(sums, "student_entropy", s.student_entropy_BT, resp)
-            _acc(sums, "teacher_entropy", s.teacher_entropy_BT, resp)
+            _acc(sums, "student_entropy", s.student_entropy_BT, on_policy)
+            _acc(sums, "teacher_entropy", s.teacher_entropy_BT, on_policy)
             for key, val in res.metrics.items():
                 if val.dim() == 0:
                     _acc(sums, key, val.reshape(1, 1), torch.ones(1, 1, dtype=torch.bool))
@@ -206,6 +209,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             if world.main:
                 log(f"diverged at step {step}: loss={loss_total} grad_norm={grad_norm} rkl={rkl:.3g}")
             break
+        lr = scheduler.get_last_lr()[0]  # this step's rate (scheduler.step() moves to the next one)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -219,12 +223,12 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             weights, optim_state = world.student_state(student), world.optimizer_state(student, optimizer)
             if world.main:
                 ckpt.save(out / "checkpoints", step + 1, weights, optim_state, scheduler,
-                          {"totals": totals}, tc.keep_checkpoints)
+                          {"totals": totals, "wall_s": wall_before + time.time() - t_start}, tc.keep_checkpoints)
         times["time_ckpt"] = time.perf_counter() - t0
         if not world.main or ((step + 1) % tc.log_every and step + 1 < tc.steps):
             continue
         # Rollout meta (prefix lengths, ...) and the times are the main process's own.
-        line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+        line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": lr,
                 "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
                 "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
                 **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
@@ -236,7 +240,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     summary = {
         "status": status, "diverged_step": diverged_step, "method": cfg.method.name, "seed": cfg.seed,
         "steps_done": diverged_step if diverged_step is not None else tc.steps,
-        "wall_s": time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
+        "wall_s": wall_before + time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
         "code_version": code_version(), "backend": backend.name, "processes": world.size,
         "sharded": world.fsdp, "student_param_share": fsdp.local_fraction(student),
         "student_state_mb": fsdp.state_mb(student, optimizer), "torch_threads": torch.get_num_threads(), **totals,

@@ -145,8 +145,8 @@ def _mixed(backend, ps, seeds, slots, refs, params, step, seed, max_new, tempera
             t, lp, fin = outs[k]
             comps.append(Completion(ps[k], t, lp, [False] * len(t), fin))
         else:  # off-policy: the dataset answer; no behaviour policy, so behav_logp is a placeholder 0
-            ref = refs[k][:max_new]
-            comps.append(Completion(ps[k], ref, [0.0] * len(ref), [True] * len(ref), True))
+            ref = refs[k][:max_new]  # a reference cut here has lost its EOS: not finished
+            comps.append(Completion(ps[k], ref, [0.0] * len(ref), [True] * len(ref), len(refs[k]) <= max_new))
     return comps
 
 
