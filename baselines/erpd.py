@@ -24,6 +24,10 @@ stage 2 (ctx.step >= S1). The loop freezes the stage-1 policy as the teacher and
   reads as dropping tokens the extreme policy rejects; `fkl` gives TrOPD's top-k FKL instead.
 
 Defaults: stage1_frac = 0.5 (no value is known; an even split gives both stages the same budget).
+The reset to the base weights clears the optimizer's moments but not the learning-rate schedule,
+which runs on over the whole run: with warm-up or a decaying `train.lr_schedule`, stage 2 starts
+where the schedule is at step S1, without a second warm-up. Every shipped profile uses a constant
+rate without warm-up, where this makes no difference.
 """
 from __future__ import annotations
 
