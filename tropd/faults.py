@@ -1,7 +1,8 @@
 """Fault injection for the reliability tests, through the environment (a no-op without it):
 
 - `TROPD_FAULT=kill@<phase>:<step>`: the training process SIGKILLs itself when it reaches that
-  phase of that step (phases: rollout, checkpoint, checkpoint-write);
+  phase of that step (phases: rollout, checkpoint, checkpoint-write, and metrics: after the
+  checkpoint of step N and before the metrics line of step N-1 is written);
 - `TROPD_FAULT=nan@loss:<step>`: the loss of that step becomes NaN (a diverging method);
 - `TROPD_FAULT_METHOD=<name>`: only runs of that method are hit (a whole DAG shares one environment).
 """

@@ -65,11 +65,15 @@ def read_summary(out: Path) -> dict | None:
     return None
 
 
-def truncate_metrics(path: Path, start: int) -> None:
-    """Drop metric lines of steps >= start (written after the checkpoint we resume from)."""
-    if not path.is_file():
+def truncate_metrics(path: Path, start: int, pending: dict | None = None) -> None:
+    """Drop metric lines of steps >= start (written after the checkpoint we resume from). `pending`:
+    the line of step start-1 stored in that checkpoint, appended if a kill came before its write."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    keep = [ln for ln in lines if json.loads(ln)["step"] < start]
+    if pending and not any(json.loads(ln)["step"] == pending["step"] for ln in keep):
+        keep.append(json.dumps(pending))
+    if not path.is_file() and not keep:
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < start]
     from tropd.io import atomic_write_text
 
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))

@@ -106,17 +106,18 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     if world.main:
         atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
     start, totals = 0, {"tokens_generated": 0, "student_tokens_generated": 0, "teacher_tokens_scored": 0}
-    wall_before = 0.0
+    wall_before, pending = 0.0, None
     last = ckpt.latest(out / "checkpoints", log=log)
     if last is not None:
         state = ckpt.load(last, student, optimizer, scheduler, put=world.put_states(student, optimizer))
         start, totals = state["step"], state["totals"]
         wall_before = state.get("wall_s", 0.0)  # the segments before this one (the table's train time)
+        pending = state.get("metrics_line")
         if world.main:
             log(f"resuming {out} from step {start}")
         teacher = stage2.on_resume(start, teacher)
     if world.main:
-        truncate_metrics(out / "metrics.jsonl", start)
+        truncate_metrics(out / "metrics.jsonl", start, pending)
     world.barrier()
 
     status, diverged_step = "finished", None
@@ -216,22 +217,27 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         backend.sync_weights(student)
         times["time_optim"] = time.perf_counter() - t0
 
-        # 6. log and checkpoint.
+        # 6. log and checkpoint. The step's metrics line travels in the checkpoint, so that a kill
+        # between the checkpoint and the line's write cannot lose it (truncate_metrics restores it).
+        line = None
+        if world.main and not ((step + 1) % tc.log_every and step + 1 < tc.steps):
+            # Rollout meta (prefix lengths, ...) and the times are the main process's own.
+            line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": lr,
+                    "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
+                    "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
+                    **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
         t0 = time.perf_counter()
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
             fault_point("checkpoint", step + 1)
             weights, optim_state = world.student_state(student), world.optimizer_state(student, optimizer)
             if world.main:
                 ckpt.save(out / "checkpoints", step + 1, weights, optim_state, scheduler,
-                          {"totals": totals, "wall_s": wall_before + time.time() - t_start}, tc.keep_checkpoints)
-        times["time_ckpt"] = time.perf_counter() - t0
-        if not world.main or ((step + 1) % tc.log_every and step + 1 < tc.steps):
+                          {"totals": totals, "wall_s": wall_before + time.time() - t_start,
+                           "metrics_line": line}, tc.keep_checkpoints)
+        if line is None:
             continue
-        # Rollout meta (prefix lengths, ...) and the times are the main process's own.
-        line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": lr,
-                "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
-                "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
-                **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
+        line["time_ckpt"] = time.perf_counter() - t0
+        fault_point("metrics", step + 1)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
         bar.set_postfix(loss=f"{loss_total:.3f}", rkl=f"{rkl:.3f}", tok_s=f"{line['tokens_per_s']:.0f}")
