@@ -230,3 +230,27 @@ def test_finished_table_reads_the_samples_beside_each_summary(tmp_path):
     # only tasks with a `finished` flag somewhere get a column (log-likelihood tasks have none)
     assert set(df.column) == {"tiny_math"}
     assert "ended with EOS" in (tmp_path / "results" / "tables" / "finished.md").read_text()
+
+
+def test_code_version_is_dirty_for_code_edits_not_for_results(tmp_path):
+    """The aggregate job rewrites the committed tables before it reads the commit: that is not a code edit."""
+    import subprocess
+
+    from tropd.config import code_version
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "main.md").write_text("old\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    clean = code_version(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "results" / "main.md").write_text("new\n")
+    assert code_version(tmp_path) == clean
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == clean + "-dirty"

@@ -476,15 +476,18 @@ def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:
         raise UserError(f"{resolved}: unreadable resolved config ({str(e).splitlines()[0]})") from None
 
 
-def code_version() -> str:
-    """The git commit of the code that produced a result (short sha, "-dirty" with local edits)."""
+def code_version(root: Path = REPO_ROOT) -> str:
+    """The git commit of the code that produced a result (short sha, "-dirty" with local edits).
+    Edits under results/ do not count: they are the harness's own outputs (the aggregate job rewrites
+    the committed tables and plots), not the code."""
     import subprocess
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
