@@ -4,7 +4,8 @@ arXiv 2506.01939, applied to OPD as in TrOPD 2606.01249 Table 1, "Entropy OPD 20
     loss_t = I[H(h_t) >= q_{1 - frac}] * (-rho_t sg(R_t)),   R_t = log pi_T(x_t) - log pi_old(x_t)
 
 where q_{1 - frac} is the entropy of the ceil(frac * n)-th highest-entropy token among the n
-student-sampled tokens of the batch (frac = 0.2: top 20%).
+student-sampled tokens of the batch (frac = 0.2: top 20%). Exactly ceil(frac * n) tokens are kept:
+tokens tied at q are taken by position (`top_fraction_mask`).
 
 Choices (unstated in the paper): the entropy is the student's by default (`entropy_source`), as in the
 80/20 paper, which selects on the policy's own entropy; `teacher` is the alternative. "Batch" is what the

@@ -371,3 +371,38 @@ def test_rollout_interface_fields():
     assert get_method("seqkd").rollout == "teacher"
     assert get_method("erpd").parse_params({}).stage1_frac == 0.5
     assert get_method("gkd").needs == {"full_logits"}
+
+
+def test_logged_rkl_is_importance_weighted_so_off_policy_rollouts_estimate_the_students_kl():
+    """train.py logs rkl as masked_mean(log pi_S - log pi_T, weight pi_S/pi_behav). On tokens drawn from a
+    blend (TRB's warm-up) the plain mean estimates E_mu[log pi_S/pi_T], not KL(pi_S || pi_T)."""
+    from tropd.reduce import masked_mean
+
+    g = torch.Generator().manual_seed(0)
+    logp_s = torch.log_softmax(torch.tensor([2.0, 0.5, 0.0, -1.0, -2.0], dtype=DT), -1)
+    logp_t = torch.log_softmax(torch.tensor([-1.0, 0.0, 1.5, 0.5, 0.0], dtype=DT), -1)
+    mu = 0.5 * logp_s.exp() + 0.5 * logp_t.exp()
+    exact = float((logp_s.exp() * (logp_s - logp_t)).sum())
+    x = torch.multinomial(mu, 200_000, replacement=True, generator=g).view(400, 500)  # (B, T) draws from mu
+    k1_BT, w_BT = (logp_s - logp_t)[x], (logp_s - mu.log())[x].exp()
+    mask_BT = torch.rand(x.shape, generator=g) < 0.9
+    plain, n = masked_mean(k1_BT, mask_BT)
+    weighted, wsum = masked_mean(k1_BT, mask_BT, w_BT)
+    assert n == float(mask_BT.sum())
+    assert abs(weighted / wsum - exact) < 0.02
+    assert abs(plain / n - exact) > 0.3  # what the metric logged before
+    # On-policy (weights 1) it is the plain mean; masked and non-finite positions never count.
+    k1_BT[~mask_BT] = float("inf")
+    assert masked_mean(k1_BT, mask_BT, torch.ones_like(k1_BT)) == pytest.approx((plain, n))
+
+
+def test_top_fraction_mask_keeps_exactly_ceil_frac_n_and_breaks_ties_by_position():
+    from tropd.methods.terms import top_fraction_mask
+
+    score_BT = torch.zeros(4, 25, dtype=DT)  # 100 tied scores, as the first tokens of one prompt's rollouts
+    score_BT[3, 24] = 1.0
+    valid_BT = torch.ones(4, 25, dtype=torch.bool)
+    valid_BT[0, :2] = False  # invalid positions are never kept, whatever their score
+    keep = top_fraction_mask(score_BT, valid_BT, 0.05)
+    assert int(keep.sum()) == math.ceil(0.05 * 98) == 5
+    assert keep[3, 24] and keep[0, 2:6].all()  # the top score, then the earliest valid tied tokens

@@ -39,8 +39,12 @@ def reduce_loss(loss_BT: torch.Tensor, mask_BT: torch.Tensor, norm: str, denom: 
     return per_seq.sum() / denom
 
 
-def masked_mean(x_BT: torch.Tensor, mask_BT: torch.Tensor) -> tuple[float, float]:
-    """(sum, count) of x over mask, for metrics accumulated across micro-batches."""
+def masked_mean(x_BT: torch.Tensor, mask_BT: torch.Tensor,
+                weight_BT: torch.Tensor | None = None) -> tuple[float, float]:
+    """(sum, count) of x over mask, for metrics accumulated across micro-batches; non-finite x are
+    left out. With `weight_BT`: (sum of w * x, sum of w), a weighted (e.g. importance-weighted) mean."""
     x = x_BT.detach().float()
     keep = mask_BT & torch.isfinite(x)
-    return float(torch.where(keep, x, torch.zeros_like(x)).sum()), float(keep.sum())
+    w = torch.ones_like(x) if weight_BT is None else weight_BT.detach().float()
+    w = torch.where(keep, w, torch.zeros_like(w))
+    return float((w * torch.where(keep, x, torch.zeros_like(x))).sum()), float(w.sum())

@@ -183,10 +183,15 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             loss.backward()
             t_fwd += time.perf_counter() - t0
             loss_total += float(loss.detach())
-            # The step's metrics cover every response, cut or not, on the tokens the student wrote:
+            # rkl and the entropies cover every response, cut or not, on the tokens the student wrote:
             # a teacher prefix (TrOPD's guidance, whose share anneals to 0) is another distribution.
+            # The method's own metrics follow its loss mask (train.truncated=mask drops cut responses).
             on_policy = micro.response_mask_BT & ~s.from_teacher_BT
-            _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy)
+            # rkl estimates KL(pi_S || pi_T) of the current student, with self-normalised importance
+            # weights pi_S/pi_behav: 1 on-policy, not 1 for TRB's blended rollouts and ERPD's reused ones.
+            # pi_T is the model the loss distills from (ERPD's stage 2: its stage-1 policy).
+            _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy,
+                 weight_BT=(s.logp_BT - s.behav_logp_BT).detach().clamp(max=30.0).exp())
             _acc(sums, "student_entropy", s.student_entropy_BT, on_policy)
             _acc(sums, "teacher_entropy", s.teacher_entropy_BT, on_policy)
             for key, val in res.metrics.items():
@@ -203,7 +208,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         loss_total = world.sum([loss_total])[0]
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), tc.grad_clip or float("inf"))
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        rkl = sums["rkl"][0] / max(sums["rkl"][1], 1.0)
+        rkl = sums["rkl"][0] / sums["rkl"][1] if sums["rkl"][1] > 0 else 0.0
         if not (math.isfinite(loss_total) and math.isfinite(grad_norm)) or rkl > tc.divergence_rkl:
             status, diverged_step = "diverged", step
             optimizer.zero_grad(set_to_none=True)
@@ -258,10 +263,11 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     return summary
 
 
-def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tensor) -> None:
+def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tensor,
+         weight_BT: torch.Tensor | None = None) -> None:
     if val_BT is None:
         return
-    s, n = masked_mean(val_BT, mask_BT.to(val_BT.device))
+    s, n = masked_mean(val_BT, mask_BT.to(val_BT.device), weight_BT)
     a = sums.setdefault(key, [0.0, 0.0])
     a[0] += s
     a[1] += n

@@ -82,7 +82,9 @@ def ppo_pg_loss(s: TokenStats, advantage_BT: torch.Tensor, clip_eps: float) -> t
 def top_fraction_mask(score_BT: torch.Tensor, valid_BT: torch.Tensor, frac: float) -> torch.Tensor:
     """bool (B, T): the ceil(frac * n) valid tokens with the highest score (n = valid tokens).
 
-    Ties at the threshold are broken by position (torch.topk's order), so exactly that many are kept.
+    Ties at the threshold are broken by position (a stable sort: the earliest of the tied tokens in
+    row-major order are kept), so exactly that many are kept, the same ones on every device. Ties are
+    common: the first response token of every rollout of one prompt has the same context.
     """
     score = score_BT.detach().flatten()
     valid = valid_BT.flatten()
@@ -90,7 +92,7 @@ def top_fraction_mask(score_BT: torch.Tensor, valid_BT: torch.Tensor, frac: floa
     keep = torch.zeros_like(valid)
     if n_keep > 0:
         ranked = torch.where(valid, score.double(), torch.full_like(score, -math.inf, dtype=torch.float64))
-        keep[ranked.topk(n_keep).indices] = True
+        keep[torch.sort(ranked, descending=True, stable=True).indices[:n_keep]] = True
     return (keep & valid).view_as(valid_BT)
 
 
