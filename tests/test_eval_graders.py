@@ -100,6 +100,27 @@ def test_ifbench_checkers():
     assert [r["strict"] for r in res] == [[True], [False]]
 
 
+
+def _ifbench_item(pred):
+    return next(it for it in load_items(get_task("ifbench"), None) if pred(it))
+
+
+def test_ifbench_a_checker_that_crashes_on_the_response_is_a_fail_not_a_dropped_prompt():
+    """IFBench's quote checker raises IndexError (a LookupError, like NLTK's missing-data error) on "!"."""
+    pytest.importorskip("if_verifiable")
+    item = _ifbench_item(lambda it: it.ref["instruction_id_list"] == ["format:quote_unquote"])
+    for response in ["!", 'He said "hi"\n!']:
+        (r,) = ifeval.grade_ifbench([(item.ref, response)])
+        assert r["strict"] == [False] and r["loose"] == [False], (response, r)
+
+
+def test_ifbench_which_instructions_are_scorable_does_not_depend_on_the_response():
+    pytest.importorskip("if_verifiable")
+    item = _ifbench_item(lambda it: "ratio:stop_words" in it.ref["instruction_id_list"])
+    patterns = {response: [x is None for x in ifeval.grade_ifbench([(item.ref, response)])[0]["strict"]]
+                for response in ["", "Some answer here. Another sentence.", "!"]}
+    assert len({tuple(v) for v in patterns.values()}) == 1, patterns
+
 def test_mmlu_letters():
     assert mmlu.letter("B") == "B" and mmlu.letter("C. because") == "C"
     assert mmlu.letter("I think the answer is (D).") == "D" and mmlu.letter("none") is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import random
 from contextlib import redirect_stdout
 
@@ -117,23 +118,62 @@ def grade_ifeval(pairs: list[tuple[dict, str]]) -> list[dict]:
     return out
 
 
+_PROBE = "The quick brown fox jumps over the lazy dog. It runs away!\nSo, it is done."
+
+
+def _nltk_missing(e: BaseException) -> bool:
+    """nltk.data.find's error for an absent resource (a plain LookupError), not a checker's own
+    IndexError / KeyError (subclasses of LookupError) set off by the response."""
+    return type(e) is LookupError and "Resource" in str(e)
+
+
+def _checker(reg: dict, iid: str, kw: dict | None, prompt: str):
+    random.seed(0)  # checkers draw random parameters for any argument the data leaves unset
+    checker = reg[iid](iid)
+    checker.build_description(**{k: v for k, v in (kw or {}).items() if v is not None})
+    args = checker.get_instruction_args()
+    if args and "prompt" in args:
+        checker.build_description(prompt=prompt)
+    return checker
+
+
+@functools.lru_cache(maxsize=None)
+def _unscorable(iid: str, kw_json: str, prompt: str) -> str | None:
+    """Why instruction `iid` (with these kwargs) cannot be checked here, NLTK data missing offline,
+    decided once on a fixed text, so that every response and every model is scored on the same
+    instructions; None if it can be checked."""
+    try:
+        _checker(ifbench_registry(), iid, json.loads(kw_json), prompt).check_following(_PROBE)
+    except Exception as e:  # noqa: BLE001 - only a missing resource counts; a probe-text error does not
+        if _nltk_missing(e):
+            return f"unscorable offline: {iid} ({str(e).strip().splitlines()[0][:80]})"
+    return None
+
+
+def _follows(checker, text: str) -> bool:
+    """A checker that raises on a response (IFBench's quote checker on "!") is a fail, not a gap."""
+    try:
+        return bool(text.strip() and checker.check_following(text))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _ifbench_one(reg: dict, doc: dict, response: str) -> tuple[list, list, str | None]:
+    if len(doc["instruction_id_list"]) != len(doc["kwargs"]):
+        raise UserError(f"ifbench item {doc['key']}: {len(doc['instruction_id_list'])} instruction ids "
+                        f"but {len(doc['kwargs'])} kwargs")
     strict, loose, note = [], [], None
     variants = _variants(response)
     for iid, kw in zip(doc["instruction_id_list"], doc["kwargs"]):
-        random.seed(0)
-        try:
-            checker = reg[iid](iid)
-            checker.build_description(**{k: v for k, v in (kw or {}).items() if v is not None})
-            args = checker.get_instruction_args()
-            if args and "prompt" in args:
-                checker.build_description(prompt=doc["prompt"])
-            strict.append(bool(response.strip() and checker.check_following(response)))
-            loose.append(any(v.strip() and checker.check_following(v) for v in variants))
-        except LookupError as e:  # nltk data missing
+        why = _unscorable(iid, json.dumps(kw or {}, sort_keys=True), doc["prompt"])
+        if why is not None:
             strict.append(None)
             loose.append(None)
-            note = f"unscorable offline: {iid} ({str(e).strip().splitlines()[0][:80]})"
+            note = why
+            continue
+        checker = _checker(reg, iid, kw, doc["prompt"])
+        strict.append(_follows(checker, response))
+        loose.append(any(_follows(checker, v) for v in variants))
     return strict, loose, note
 
 
