@@ -17,16 +17,25 @@ from tropd.report.stats import over_seeds
 TASKS = {"tiny_math": "math", "gsm8k": "math", "tiny_code": "code"}
 
 
+VERSIONS = {"torch": "2.11.0+recorded", "transformers": "5.24.0", "math-verify": "0.9.0",
+            "punkt_tab": "missing"}
+
+
 def write_results(root: Path, scores: dict, runs: dict | None = None, hashes: dict | None = None,
-                  methods=("opd", "tropd"), seeds=(0, 1, 2), decoding: dict | None = None) -> Path:
+                  methods=("opd", "tropd"), seeds=(0, 1, 2), decoding: dict | None = None,
+                  versions: dict | None = None) -> Path:
     """A profile YAML + result tree. scores[(row, seed, task)] = fraction; runs[(method, seed)] = summary
-    fields to change; hashes[(row, seed, task)] = eval config hash (default "evalhash")."""
+    fields to change; hashes[(row, seed, task)] = eval config hash (default "evalhash");
+    versions[(row, seed, task)] = the eval summary's versions block (default VERSIONS; None: no block)."""
     res = root / "results"
     for (row, seed, task), value in scores.items():
         e = {"task": task, "domain": TASKS[task], "model": row, "n_items": 10, "n_samples": 10,
              "primary": "accuracy", "metrics": {"accuracy": {"mean": value, "ci95": [0, 1]}},
              "decoding": decoding or {"temperature": 0.0}, "config_hash": (hashes or {}).get((row, seed, task), "evalhash"),
              "code_version": "abc1234", "wall_s": 1.0}
+        v = (versions or {}).get((row, seed, task), VERSIONS)
+        if v is not None:
+            e["versions"] = v
         path = res / "evals" / row / f"seed{seed}" / f"{task}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(e))
@@ -36,8 +45,10 @@ def write_results(root: Path, scores: dict, runs: dict | None = None, hashes: di
             d.mkdir(parents=True, exist_ok=True)
             summary = {"status": "finished", "diverged_step": None, "steps_done": 40, "wall_s": 120.0 + s,
                        "tokens_generated": 2_000_000, "teacher_tokens_scored": 1_500_000, "peak_mem_mb": 900.0,
-                       "config_hash": f"hash-{m}", "code_version": "abc1234", "method": m, "seed": s,
-                       **(runs or {}).get((m, s), {})}
+                       "config_hash": f"hash-{m}-seed{s}", "code_version": "abc1234", "method": m, "seed": s,
+                       "versions": VERSIONS, **(runs or {}).get((m, s), {})}
+            if summary["versions"] is None:
+                del summary["versions"]
             (d / "summary.json").write_text(json.dumps(summary))
             rng = np.random.default_rng(s)
             lines = [{"step": i, "loss": 1.0, "rkl": 1.0 / (i + 1) + 0.05 * rng.random(),
@@ -102,11 +113,15 @@ def test_main_table_means_cis_and_formats(tmp_path):
     assert avg["mean"] == pytest.approx(0.5)
     assert df[(df.row == "opd") & (df.column == "train_time")].iloc[0]["mean"] == pytest.approx(121.0)
     assert set(df.eval_config_hash) == {"evalhash"}
-    assert df[df.row == "opd"].run_config_hash.iloc[0] == "hash-opd"
+    # no config.resolved.yaml: the summaries' own hashes cover the seed, so no seed-free hash is known
+    assert df[df.row == "opd"].run_config_hash.isna().all()
     md = (tmp_path / "results" / "tables" / "main.md").read_text()
     assert "| Teacher |" in md and "| Student (untrained) |" in md and "| TrOPD |" in md
     assert "2.00M" in md and "2.0 min" in md and "900 MB" in md
-    assert "Provenance:" in md and "torch" in md and "hash-tropd" in md
+    assert "Provenance:" in md and "eval evalhash" in md
+    # the versions the summaries recorded, once (they agree), not the aggregating environment's
+    assert "packages torch 2.11.0+recorded, transformers 5.24.0, math-verify 0.9.0, punkt_tab missing;" in md
+    assert md.count("torch") == 1 and "aggregating environment" not in md
     tex = (tmp_path / "results" / "tables" / "main.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\pm$" in tex and r"Math (syn.)" in tex
     abl = (tmp_path / "results" / "tables" / "ablation.md").read_text()
@@ -135,6 +150,80 @@ def test_greedy_reference_rows_are_one_measurement_sampled_ones_are_not(tmp_path
     assert cli(["aggregate", "--config", str(cfg)]) == 0
     teacher = read_main(tmp_path / "sampled").query("row == 'teacher' and column == 'gsm8k'").iloc[0]
     assert teacher["n_seeds"] == 3 and teacher["text"].startswith("80.0 ± ")
+
+
+def test_greedy_reference_seeds_that_disagree_are_not_one_measurement(tmp_path):
+    """Greedy evals of the teacher that differ between seeds (0.95 / 0.90 / 0.85) are not one
+    measurement repeated: the row shows their mean and interval over seeds, not seed 0's bare 95.0."""
+    greedy = {"k": 1, "temperature": 0.0, "max_new_tokens": 256, "limit": 10}
+    scores = {k: (BASE[k[0]] if k[0] == "student" else v) for k, v in full_scores(BASE).items()}
+    scores.update({("teacher", s, t): v for s, v in enumerate((0.95, 0.90, 0.85)) for t in TASKS})
+    same = {(m, s): {"config_hash": f"hash-{m}"} for m in ("opd", "tropd") for s in (0, 1, 2)}  # not at issue
+    cfg = write_results(tmp_path, scores, decoding=greedy, runs=same)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    df = read_main(tmp_path)
+    teacher = df[(df.row == "teacher") & (df.column == "gsm8k")].iloc[0]
+    ref = over_seeds([0.95, 0.90, 0.85])
+    assert teacher["n_seeds"] == 3 and teacher["mean"] == pytest.approx(0.9)
+    assert teacher["text"] == f"90.0 ± {100 * ref.half_width:.1f}" and teacher["text"] != "95.0"
+    student = df[(df.row == "student") & (df.column == "gsm8k")].iloc[0]
+    assert student["n_seeds"] == 1 and student["text"] == "10.0"  # its seeds agree: one measurement
+    md = (tmp_path / "results" / "tables" / "main.md").read_text()
+    assert "Student (untrained): one greedy evaluation, the same for every seed" in md
+    assert "Teacher: greedy evaluations that differ between seeds" in md
+    # values equal up to float noise are still one measurement
+    scores.update({("teacher", s, t): 0.95 + 1e-12 * s for s in (0, 1, 2) for t in TASKS})
+    cfg = write_results(tmp_path, scores, decoding=greedy, runs=same)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    teacher = read_main(tmp_path).query("row == 'teacher' and column == 'gsm8k'").iloc[0]
+    assert teacher["n_seeds"] == 1 and teacher["text"] == "95.0"
+
+
+def test_provenance_prints_the_recorded_package_versions(tmp_path):
+    """Each distinct versions block the summaries recorded, with its rows; old summaries without one
+    fall back to the aggregating environment, and the line says so."""
+    from tropd.versions import format_versions, package_versions
+
+    other = {**VERSIONS, "torch": "2.12.0"}
+    versions = {("tropd", s, t): other for s in (0, 1, 2) for t in TASKS}
+    cfg = write_results(tmp_path / "differ", full_scores(BASE), versions=versions)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "differ" / "results" / "tables" / "main.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("Provenance:"))
+    assert "packages differ between results (2 sets): " in line
+    assert f"{format_versions(VERSIONS)} (rows Student (untrained), Teacher, OPD, TrOPD)" in line
+    assert f"{format_versions(other)} (rows TrOPD)" in line  # tropd's run summaries recorded VERSIONS
+    assert "aggregating environment" not in line
+
+    none = {k: None for k in full_scores(BASE)}
+    runs = {(m, s): {"versions": None} for m in ("opd", "tropd") for s in (0, 1, 2)}
+    cfg = write_results(tmp_path / "old", full_scores(BASE), runs=runs, versions=none)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "old" / "results" / "tables" / "main.md").read_text()
+    env = format_versions(package_versions())
+    assert f"the result summaries record no package versions (written before the versions block); " \
+           f"the aggregating environment has {env};" in md
+    assert "2.11.0+recorded" not in md
+
+    partial = {("teacher", 0, "gsm8k"): None}
+    cfg = write_results(tmp_path / "partial", full_scores(BASE), versions=partial)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "partial" / "results" / "tables" / "main.md").read_text()
+    n_files = len(full_scores(BASE)) + 6  # evals + run summaries
+    assert f"packages {format_versions(VERSIONS)}; 1 of {n_files} result summaries record no package" in md
+
+
+def test_package_versions_block():
+    from importlib.metadata import version
+
+    from tropd.eval.graders.ifeval import punkt_available
+    from tropd.versions import PACKAGES, package_versions
+
+    v = package_versions()
+    assert v["torch"] == version("torch") and v["math-verify"] == version("math-verify")
+    assert set(v) <= {*PACKAGES, "punkt_tab"} and "tropd" not in v
+    assert v["punkt_tab"] == ("available" if punkt_available() else "missing")
+    assert all(isinstance(x, str) for x in v.values())
 
 
 def test_one_seed_says_n1_and_missing_cells(tmp_path):
@@ -181,11 +270,18 @@ def test_mixed_config_hashes_in_a_row_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "row 'opd' mixes eval configs" in err
     assert "evals/opd/seed0/tiny_math.json" in err and "evals/opd/seed2/gsm8k.json" in err
-    # Runs: summaries of one row with different hashes (and no resolved config to compare).
-    cfg = write_results(tmp_path / "b", full_scores(BASE), runs={("tropd", 2): {"config_hash": "zzz"}})
-    with pytest.raises(UserError, match=r"row 'tropd' mixes training configs: .*seed0/summary.json .*seed2"):
-        from tropd.aggregate import aggregate
-        aggregate(cfg)
+
+
+
+def test_runs_without_resolved_configs_are_not_compared(tmp_path):
+    """A run's summary hash covers its seed, so seeds of one row always differ there: without
+    config.resolved.yaml there is no seed-free hash to compare, and the row is accepted."""
+    from tropd.aggregate import aggregate
+
+    cfg = write_results(tmp_path, full_scores(BASE), runs={("tropd", 2): {"config_hash": "zzz"}})
+    aggregate(cfg)  # no "mixes training configs"
+    df = read_main(tmp_path)
+    assert df[df.row.isin(["opd", "tropd"])].run_config_hash.isna().all()
 
 
 def test_run_rows_compare_resolved_configs_without_the_seed(tmp_path):
@@ -207,6 +303,12 @@ def test_run_rows_compare_resolved_configs_without_the_seed(tmp_path):
     aggregate(cfg)  # seeds differ, settings agree: accepted
     df = read_main(tmp_path)
     assert df[df.row == "opd"].run_config_hash.nunique() == 1
+    h = df[df.row == "tropd"].run_config_hash.iloc[0]
+    from tropd.config import config_hash
+
+    assert h == config_hash(load_config(cfg, overrides=["seed=0"]))
+    assert f"train OPD {df[df.row == 'opd'].run_config_hash.iloc[0]}, TrOPD {h}" in \
+        (tmp_path / "results" / "tables" / "main.md").read_text()
 
 
 def test_no_results_is_a_one_line_error(tmp_path, capsys):

@@ -18,7 +18,7 @@ from tropd.io import atomic_write_jsonl, read_jsonl
 from tropd.tiny.synthetic import generate, held_out_rows
 
 KEYS = {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics", "decoding", "config_hash",
-        "code_version", "wall_s"}
+        "code_version", "versions", "wall_s"}
 DOMAINS = ("math", "code", "instruct")
 
 
@@ -53,6 +53,17 @@ def test_eval_summary_schema_and_determinism(profile, tmp_path):
     assert a["domain"] == "math" and a["primary"] == "acc" and a["n_items"] == 4 and a["n_samples"] == 8
     assert a["decoding"] == {"k": 2, "temperature": 1.0, "max_new_tokens": 12, "seed": 7, "limit": 4}
     assert a["config_hash"] and isinstance(a["code_version"], str) and a["model"] == str(models / "teacher")
+    from importlib.metadata import version
+
+    from tropd.eval.graders.ifeval import punkt_available
+    from tropd.versions import package_versions
+
+    # the packages that produced the numbers, graders' libraries and NLTK data included
+    assert a["versions"] == package_versions()
+    v = a["versions"]
+    assert v["torch"] == version("torch") and v["transformers"] == version("transformers")
+    assert a["versions"]["math-verify"] == version("math-verify") and a["versions"]["nltk"] == version("nltk")
+    assert a["versions"]["punkt_tab"] == ("available" if punkt_available() else "missing")
     for m in a["metrics"].values():
         assert 0 <= m["ci95"][0] <= m["mean"] <= m["ci95"][1] <= 1
     assert "pass@2" in a["metrics"]
@@ -123,6 +134,34 @@ def test_score_gold_answers(profile, tmp_path, domain):
                  "--out", str(out)]) == 0
     s = json.loads(out.read_text())
     assert s["metrics"][s["primary"]]["mean"] == 1.0 and s["model"] is None and s["n_items"] == 6
+
+
+def test_score_versions_and_unparsable_gold(profile, tmp_path, capsys):
+    """`score` records the versions block too; a tiny_math gold with no number after '####' stops it
+    with a one-line error naming the file and item, before anything is written."""
+    cfg, _, tests = profile
+    samples = tmp_path / "gold.jsonl"
+    atomic_write_jsonl(samples, _gold_lines("math", tests["math"], held_out_rows("math", tests["math"])))
+    out = tmp_path / "gold.json"
+    assert main(["score", "--config", str(cfg), "--task", "tiny_math", "--samples", str(samples),
+                 "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())) == KEYS and json.loads(out.read_text())["versions"]["torch"]
+
+    data = yaml.safe_load(cfg.read_text())
+    bad_data = tmp_path / "data"
+    rows = held_out_rows("math", tests["math"])
+    rows[2] = {**rows[2], "answer": rows[2]["answer"].rsplit("####", 1)[0] + "#### n/a"}
+    atomic_write_jsonl(bad_data / "math" / "test.jsonl", rows)
+    data["paths"]["data"] = str(bad_data)
+    bad_cfg = tmp_path / "bad.yaml"
+    bad_cfg.write_text(yaml.safe_dump(data))
+    out = tmp_path / "bad.json"
+    assert main(["score", "--config", str(bad_cfg), "--task", "tiny_math", "--samples", str(samples),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad_data / "math" / "test.jsonl") in err[0]
+    assert "item 2 (tiny_math/2): gold answer has no number after '####'" in err[0]
+    assert not out.exists()
 
 
 def test_score_refuses_unknown_ids(profile, tmp_path, capsys):

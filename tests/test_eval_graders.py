@@ -183,3 +183,64 @@ def test_ifbench_dropped_prompts_are_counted_and_none_scorable_is_an_error():
     assert m["prompts_dropped"]["of"] == 3 and m["prompts_dropped"]["mean"] == pytest.approx(1 / 3)
     with pytest.raises(UserError, match=r"^ifbench: none of its 2 prompts can be scored.*count:pos"):
         ifeval.summarize([[unscorable], [unscorable]], "ifbench")
+
+
+def _bench_file(root, rel: str, rows: list[dict]) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("bad", ["#### ", "no marker at all", "#### about twelve"])
+def test_gsm8k_gold_without_a_number_is_an_error(tmp_path, monkeypatch, bad):
+    """A gold with no number after '####' would grade every answer wrong: loading it raises."""
+    from tropd.errors import UserError
+
+    rows = [{"question": "q0", "answer": "2+2=4\n#### 4"},
+            {"question": "q1", "answer": "1,000 + 1\n#### 1,001"},
+            {"question": "q2", "answer": "3\n" + bad}]
+    _bench_file(tmp_path, "gsm8k/test.jsonl", rows)
+    monkeypatch.setenv("TROPD_BENCHMARKS", str(tmp_path))
+    with pytest.raises(UserError, match=r"gsm8k/test\.jsonl: item 2 \(gsm8k/2\): gold answer has no number"):
+        load_items(get_task("gsm8k"), None)
+    _bench_file(tmp_path, "gsm8k/test.jsonl", rows[:2])
+    assert [it.ref["answer"] for it in load_items(get_task("gsm8k"), None)] == ["4", "1001"]
+
+
+def test_boxed_gold_that_math_verify_cannot_parse_is_an_error(tmp_path, monkeypatch):
+    from tropd.errors import UserError
+
+    rows = [{"unique_id": "a/1", "problem": "p", "answer": "\\frac{1}{2}"},
+            {"unique_id": "b/2", "problem": "p", "answer": "}{"},
+            {"unique_id": "c/3", "problem": "p", "answer": "7"}]
+    _bench_file(tmp_path, "math500/test.jsonl", rows)
+    monkeypatch.setenv("TROPD_BENCHMARKS", str(tmp_path))
+    with pytest.raises(UserError, match=r"math500/test\.jsonl: item b/2: math-verify cannot parse the gold"):
+        load_items(get_task("math500"), None)
+    assert [it.id for it in load_items(get_task("math500"), None, limit=1)] == ["a/1"]  # kept items only
+    _bench_file(tmp_path, "aime24/test.jsonl", [{"id": 60, "problem": "p", "answer": ""}])
+    with pytest.raises(UserError, match=r"aime24/test\.jsonl: item 60: math-verify cannot parse the gold "
+                                         r"answer '' as"):
+        load_items(get_task("aime24"), None)
+
+
+def test_boxed_golds_are_parsed_once_per_eval(tmp_path, monkeypatch):
+    """The load-time check's parse is the one grading uses, for every sample of the item."""
+    import math_verify
+
+    from tropd.eval.graders import grade
+
+    golds = ["\\frac{1}{2}", "7", "x+1"]
+    rows = [{"unique_id": f"u/{i}", "problem": "p", "answer": a} for i, a in enumerate(golds)]
+    _bench_file(tmp_path, "math500/test.jsonl", rows)
+    monkeypatch.setenv("TROPD_BENCHMARKS", str(tmp_path))
+    monkeypatch.setattr(math, "_GOLDS", {})
+    calls = []
+    real = math_verify.parse
+    monkeypatch.setattr(math_verify, "parse", lambda text, **kw: calls.append(text) or real(text, **kw))
+    task = get_task("math500")
+    items = load_items(task, None)
+    assert sorted(calls) == sorted(f"\\boxed{{{r['answer']}}}" for r in rows)
+    samples = [(i, f"\\boxed{{{a}}}") for i, a in enumerate(["0.5", "7.0", "1+x"]) for _ in range(3)]  # k = 3
+    assert all(r["correct"] for r in grade(task, items, samples))
+    assert len(calls) == 3 + 9  # each gold once (at load), then only the 9 predictions

@@ -33,3 +33,22 @@ def test_other_tasks_keep_the_first_items_and_limit_above_size_keeps_all():
     full = load_items(gsm8k, None)
     assert [it.id for it in load_items(gsm8k, None, limit=7)] == [it.id for it in full[:7]]
     assert len(load_items(get_task("mmlu"), None, limit=10**6)) == len(load_items(get_task("mmlu"), None))
+
+
+def test_vendored_golds_all_load_and_subsets_parse_only_their_golds(monkeypatch):
+    """Every vendored gold passes the load-time check (GSM8K 1319, MATH-500 + AIME 560); math-verify
+    parses the golds of the kept items only."""
+    import math_verify
+
+    from tropd.eval.graders import math
+
+    assert len(load_items(get_task("gsm8k"), None)) == 1319
+    monkeypatch.setattr(math, "_GOLDS", {})
+    calls = []
+    real = math_verify.parse
+    monkeypatch.setattr(math_verify, "parse", lambda text, **kw: calls.append(text) or real(text, **kw))
+    assert len(load_items(get_task("math500"), None, limit=5)) == 5 and len(calls) == 5
+    items = [it for t in ("math500", "aime24", "aime25") for it in load_items(get_task(t), None)]
+    assert len(items) == 560
+    golds = {f"\\boxed{{{it.ref['answer']}}}" for it in items}
+    assert len(calls) == len(set(calls)) == len(golds)  # each distinct gold once, the first 5 not again

@@ -58,6 +58,8 @@ OUT_OF_RANGE = [
     ("train.grad_clip", -1.0), ("train.top_p", 0.0), ("train.top_p", 1.5), ("eval.k", 0),
     ("eval.max_new_tokens", 0), ("eval.temperature", -0.5), ("eval.limit", -1),
     ("prepare.mismatch", 1.5), ("vllm.gpu_memory_utilization", 1.5), ("vllm.tensor_parallel_size", 0), ("vllm.max_model_len", -1),
+    ("vllm.tensor_parallel_size", 2), ("train.adam_beta1", 1.0), ("train.adam_beta2", -0.1),
+    ("train.divergence_rkl", 0.0),
 ]
 
 
@@ -76,11 +78,15 @@ def test_out_of_range_values_are_refused(tiny_profile, tmp_path, key, value):
 @pytest.mark.parametrize("override,expect", [
     ("prepare.kind=nosuch", "prepare.kind"), ("method.name=nosuch", "unknown method 'nosuch'"),
     ("method.params.nosuch=1", "nosuch"), ("eval.k=2", "eval.k"),  # k > 1 with greedy decoding
+    ("student.dtype=float16", "student.dtype: float16 cannot be trained"),
+    ('eval.task_limits={"tiny_maths":5}', "eval.task_limits: ['tiny_maths'] not in eval.tasks"),
+    ('vllm.engine_kwargs={"logprobs_mode":"raw_logprobs"}', "vllm.engine_kwargs: ['logprobs_mode'] are set by tropd"),
+    ("method.name=trb train.backend=vllm", "train.backend: vllm cannot sample trb"),
 ])
 def test_tags_methods_and_combinations(tiny_profile, override, expect):
     with pytest.raises(ConfigError) as e:
-        load_config(tiny_profile, overrides=[override])
-    assert expect in str(e.value)
+        load_config(tiny_profile, overrides=override.split(" "))
+    assert expect in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 @pytest.fixture()
@@ -126,3 +132,19 @@ def test_malformed_real_benchmark_file(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gsm8k/test.jsonl:2: invalid JSON" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override,same", [
+    ("train.log_every=5", True), ("train.checkpoint_every=7", True), ("train.keep_checkpoints=9", True),
+    ("vllm.gpu_memory_utilization=0.2", True), ("vllm.sleep=true", True),
+    ("train.lr=0.5", False), ("vllm.enforce_eager=true", False),
+])
+def test_run_identity_and_the_train_rules_rerun_trigger_agree(tiny_profile, override, same):
+    """What tropd train accepts on an existing run (config_hash) is what does not rerun the train rule
+    (settings_digest over the sections config_hash covers): one definition, no rerun that then fails."""
+    from tropd.config import config_hash, settings_digest
+
+    sections = ("profile", "seed", "prepare", "teacher", "student", "train", "method", "eval", "vllm")
+    a, b = (load_config(tiny_profile, overrides=o) for o in ([], [override]))
+    assert (config_hash(a) == config_hash(b)) is same
+    assert (settings_digest(a, sections) == settings_digest(b, sections)) is same

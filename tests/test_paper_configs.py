@@ -96,20 +96,138 @@ def test_eval_tasks_are_registered_and_local(profile):
     assert not set(tasks) & NOT_LOCAL
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_slurm_plan_asks_for_gpus(profile):
+def planned_jobs(*args: str) -> tuple[str, list[dict]]:
+    """`snakemake -n` of a profile: its output and every job as {rule, threads, wildcards, resources}."""
     snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-    cfg = load_config(path(profile))
-    p = subprocess.run([snakemake, "-n", "--configfile", f"configs/{profile}.yaml",
-                        "--workflow-profile", "workflow/profiles/slurm"],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([snakemake, "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = p.stdout + p.stderr
+    jobs = []
+    for block in re.split(r"^rule ", out, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        jobs.append({
+            "rule": rule, "threads": int(threads[1]) if threads else 1,
+            "wildcards": dict(kv.split("=", 1) for kv in wc[1].split(", ")) if wc else {},
+            "resources": dict(kv.split("=", 1) for kv in res[1].split(", ")) if res else {},
+        })
+    return out, jobs
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_slurm_plan_asks_for_gpus(profile):
+    cfg = load_config(path(profile))
+    out, jobs = planned_jobs("--configfile", f"configs/{profile}.yaml", "--workflow-profile", "workflow/profiles/slurm")
     n_train = len(cfg.workflow.methods) * len(cfg.workflow.seeds)
     assert re.search(rf"^train\s+{n_train}$", out, re.M), out[-3000:]
-    train_jobs = [block for block in out.split("rule ")[1:] if block.startswith("train:")]
+    train_jobs = [j for j in jobs if j["rule"] == "train"]
     assert len(train_jobs) == n_train
-    assert all(f"gpu={cfg.workflow.gpus_per_train}" in b for b in train_jobs)
+    assert all(j["resources"]["gpu"] == str(cfg.workflow.gpus_per_train) for j in train_jobs)
+    assert all(j["resources"]["runtime"] == str(cfg.workflow.runtime_train) for j in train_jobs)
+
+    # eval jobs: one GPU, their own memory and per-task wall time, not the train job's 256 GB / 12 h
+    wf = cfg.workflow
+    eval_jobs = [j for j in jobs if j["rule"] == "eval"]
+    assert len(eval_jobs) == (len(wf.methods) + 2) * len(wf.seeds) * len(cfg.eval.tasks)
+    assert 0 < wf.mem_mb_eval < wf.mem_mb_train and wf.runtime_eval > 0
+    for j in eval_jobs:
+        task = j["wildcards"]["task"]
+        assert j["resources"]["gpu"] == "1"
+        assert j["resources"]["mem_mb"] == str(wf.mem_mb_eval)
+        assert j["resources"]["runtime"] == str(wf.runtime_eval_tasks.get(task, wf.runtime_eval)), task
+    assert {j["resources"]["runtime"] for j in eval_jobs if j["wildcards"]["task"] == "math500"} == {
+        str(wf.runtime_eval_tasks["math500"])}
+
+    # an external prepare only checks that files exist: no GPU, little memory, minutes
+    (prep,) = [j for j in jobs if j["rule"] == "prepare"]
+    assert prep["resources"]["gpu"] == "0" and prep["threads"] == 1
+    assert int(prep["resources"]["mem_mb"]) <= 4000 and int(prep["resources"]["runtime"]) <= 30
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_workstation_command_keeps_every_gpu_busy(profile):
+    """The advertised `snakemake --cores 16 --resources gpu=8`: the jobs' threads do not make the cores,
+    rather than the GPUs, the limit (16 threads a job ran one job at a time on 8 GPUs)."""
+    cores, gpus = 16, 8
+    out, jobs = planned_jobs("--configfile", f"configs/{profile}.yaml", "--cores", str(cores),
+                             "--resources", f"gpu={gpus}")
+    header = path(profile).read_text().split("\nprofile:", 1)[0]
+    if "--cores" in header:
+        assert f"--cores {cores} --resources gpu={gpus}" in header
+    for rule in ("train", "eval"):
+        per_job = {(j["threads"], int(j["resources"]["gpu"])) for j in jobs if j["rule"] == rule}
+        assert len(per_job) == 1, (rule, per_job)
+        ((threads, gpu),) = per_job
+        side_by_side = gpus // gpu
+        assert side_by_side * threads <= cores, f"{rule}: {side_by_side} jobs x {threads} threads > {cores} cores"
+    assert {j["threads"] for j in jobs if j["rule"] == "train"} == {load_config(path(profile)).train.num_threads}
+
+
+# ----------------------------------------------------------------------------- eval resources
+# KV cache per token = layers x KV heads x head dim x 2 (K and V) x 2 bytes (bf16), from the models'
+# public config.json (Qwen2.5-Math-1.5B, Qwen2.5-7B, Qwen3-1.7B and Qwen3-4B architectures), and the
+# bf16 weights (parameter counts of the same configs).
+MODELS = {  # (layers, kv heads, head dim, parameters)
+    "DeepSeek-R1-Distill-Qwen-1.5B": (28, 2, 128, 1.78e9),
+    "Skywork-OR1-Math-7B": (28, 4, 128, 7.62e9),
+    "qwen3-1.7b": (28, 8, 128, 2.03e9),
+    "qwen3-4b": (36, 8, 128, 4.02e9),
+}
+KV_KIB = {"DeepSeek-R1-Distill-Qwen-1.5B": 28, "Skywork-OR1-Math-7B": 56, "qwen3-1.7b": 112, "qwen3-4b": 144}
+EVALUATED = {  # both ends of each pair are evaluated (the teacher and student reference rows)
+    "paper-deepseek": ("DeepSeek-R1-Distill-Qwen-1.5B", "Skywork-OR1-Math-7B"),
+    "paper-qwen3": ("qwen3-1.7b", "qwen3-4b"),
+}
+GIB = 2**30
+GPU_GIB = 78  # an 80 GB H100 / A100 shows 79.6 GiB; about 1 GiB for the CUDA context and workspaces
+PROMPT_TOKENS = 1024  # allowance for the longest templated prompt of these tasks
+HEADROOM = 1.5  # DynamicCache grows by torch.cat, and the caching allocator fragments as it grows
+# Generating tasks' item counts (../shared/benchmarks); mmlu is scored by log-likelihood.
+ITEMS = {"aime24": 30, "aime25": 30, "math500": 500, "humanevalplus": 164, "ifbench": 299}
+STEP_S_PER_LAYER = 1e-3  # eager HF decoding on an H100, about 1 ms per decoder layer (an estimate)
+
+
+def kv_bytes_per_token(model: str) -> int:
+    layers, kv_heads, head_dim, _ = MODELS[model]
+    return layers * kv_heads * head_dim * 2 * 2
+
+
+def test_kv_cache_per_token():
+    assert {m: kv_bytes_per_token(m) / 1024 for m in MODELS} == KV_KIB
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_eval_batch_fits_an_80gb_gpu(profile):
+    """HF generate's cache at the full generation length, for every model the profile evaluates."""
+    e = load_config(path(profile)).eval
+    assert e.max_new_tokens == 32768 and e.dtype == "bfloat16"
+    for model in EVALUATED[profile]:
+        cache = e.batch_size * (PROMPT_TOKENS + e.max_new_tokens) * kv_bytes_per_token(model)
+        weights = MODELS[model][3] * 2
+        need = (HEADROOM * cache + weights) / GIB
+        assert need <= GPU_GIB, f"{profile} {model}: batch {e.batch_size} needs {need:.1f} GiB"
+    # and not needlessly small: twice the batch would not fit the larger model
+    big = max(EVALUATED[profile], key=kv_bytes_per_token)
+    cache = 2 * e.batch_size * (PROMPT_TOKENS + e.max_new_tokens) * kv_bytes_per_token(big)
+    assert (HEADROOM * cache + MODELS[big][3] * 2) / GIB > GPU_GIB
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_eval_runtime_covers_full_length_batches(profile):
+    """Every batch may run to max_new_tokens (it ends with its longest row): the job's wall time
+    covers ceil(items x k / batch) such batches at the deeper evaluated model's step time."""
+    cfg = load_config(path(profile))
+    e, wf = cfg.eval, cfg.workflow
+    step_s = max(MODELS[m][0] for m in EVALUATED[profile]) * STEP_S_PER_LAYER
+    for task in e.tasks:
+        runtime = wf.runtime_eval_tasks.get(task, wf.runtime_eval)
+        if task not in ITEMS:  # log-likelihood scoring
+            continue
+        batches = -(-ITEMS[task] * e.k // e.batch_size)
+        need_min = batches * e.max_new_tokens * step_s / 60
+        assert need_min <= runtime < 1.1 * need_min + 60, f"{profile} {task}: {runtime} min for {need_min:.0f}"
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

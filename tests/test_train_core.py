@@ -117,6 +117,35 @@ def test_resumed_run_counts_the_wall_time_of_every_segment_and_logs_each_steps_l
     assert lrs == pytest.approx([base / 3, 2 * base / 3, base, base, base, base])
 
 
+
+def test_interrupted_run_resumes_after_a_logistics_change_and_refuses_a_real_one(tiny_profile, reference_run,
+                                                                                   tmp_path):
+    """Resuming compares the run's identity (config_hash), not the resolved file's text: a new
+    log_every or checkpoint_every (e.g. after a SLURM time-out) resumes; a new learning rate does not."""
+    cut = tmp_path / "cut"
+    killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut,
+                     env={"TROPD_FAULT": "kill@rollout:5"})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    bad = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut, "train.lr=0.5")
+    assert bad.returncode == 2 and "holds a run with another config" in bad.stderr
+    run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut,
+            "train.checkpoint_every=3", "train.log_every=1", "train.keep_checkpoints=5", check=True)
+    a, b = weights(reference_run), weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_kill_while_finishing_leaves_a_finished_run_not_one_that_restarts(tiny_profile, tmp_path):
+    out = tmp_path / "run"
+    killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                     env={"TROPD_FAULT": "kill@finish:6"})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    assert not (out / "summary.json").exists() and (out / "student").is_dir()
+    lines = (out / "metrics.jsonl").read_text()
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    assert "nothing to do" in again.stdout and "resuming" not in again.stderr
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 6
+    assert (out / "metrics.jsonl").read_text() == lines
+
 def test_corrupt_checkpoint_falls_back_to_previous(tiny_profile, tmp_path):
     cut = tmp_path / "cut"
     killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "2", "--out", cut,
@@ -146,6 +175,8 @@ def _bad(tiny_profile: Path, tmp_path: Path, edit) -> Path:
     ("out of range", lambda c: c["train"].update(steps=0), [], "train.steps"),
     ("unknown method", lambda c: None, ["--method", "nosuch"], "unknown method 'nosuch'"),
     ("missing data", lambda c: c["paths"].update(data="/nonexistent/data"), [], "is not prepared"),
+    ("unknown domain", lambda c: c["train"].update(prompt_domains=["mathz"]), [],
+     "train.prompt_domains: ['mathz'] not among the domains"),
 ])
 def test_bad_input_is_one_line_error_and_writes_nothing(tiny_profile, tmp_path, case, edit, extra, expect):
     cfg = _bad(tiny_profile, tmp_path, edit)
@@ -259,9 +290,9 @@ def test_entropy_metrics_cover_the_tokens_the_student_wrote(tiny_profile, tmp_pa
     masks: dict[str, list[torch.Tensor]] = {}
     real_acc = tropd.train._acc
 
-    def acc(sums, key, val_BT, mask_BT):
+    def acc(sums, key, val_BT, mask_BT, **kw):
         masks.setdefault(key, []).append(mask_BT.clone())
-        return real_acc(sums, key, val_BT, mask_BT)
+        return real_acc(sums, key, val_BT, mask_BT, **kw)
 
     teacher_tokens: list[torch.Tensor] = []
 
@@ -343,3 +374,21 @@ def test_a_run_written_today_stays_readable(tmp_path):
     run.mkdir()
     shutil.copy(root / "expected" / "resolved_tiny_opd.yaml", run / "config.resolved.yaml")
     assert resolved_hash(run) == config_hash(load_config(root.parent / "configs" / "tiny.yaml", method="opd"))
+
+
+def test_erpd_resumed_with_another_process_count_is_refused(tmp_path):
+    """Each process keeps its own shard of ERPD's step-0 rollouts; another process count would read
+    other prompts (or none), so it is an error that names the saved shards."""
+    from types import SimpleNamespace
+
+    from tropd.errors import UserError
+    from tropd.runstate import TwoStage
+
+    def stage(size, rank=0):
+        return TwoStage(0.5, 10, tmp_path, torch.nn.Linear(2, 2), SimpleNamespace(size=size, rank=rank, main=rank == 0))
+
+    for rank in (0, 1):
+        stage(2, rank).remember_rollout(0, {"rows": rank})
+    assert stage(2, 1).fixed_rollout(3) == {"rows": 1}
+    with pytest.raises(UserError, match=r"erpd_rollout\.rank0of2\.pt.*not erpd_rollout\.pt: resume with"):
+        stage(1).fixed_rollout(3)

@@ -244,10 +244,22 @@ def test_sleep_mode_defers_the_push_to_the_next_rollout(fake_vllm, models):
     assert torch.equal(llm.model.loaded["lm_head.weight"], s.lm_head.weight)
 
 
-def test_multi_process_runs_use_the_external_launcher(fake_vllm, models, monkeypatch):
+def test_multi_process_runs_use_the_external_launcher_and_the_hf_teacher(fake_vllm, models, monkeypatch):
+    """vLLM's external launcher puts every engine in the calling process, where a second one (with sleep
+    mode) cannot start: under WORLD_SIZE > 1 the teacher writes its tokens with the HF model instead."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    backend(models)
+    b = backend(models, sleep=True)
     assert FakeLLM.instances[0].kw["distributed_executor_backend"] == "external_launcher"
+    batch = collect("teacher", b, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+                    max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
+    assert len(FakeLLM.instances) == 1 and "teacher" not in b.engines  # no second engine
+    from tropd.rollout.hf import HFBackend
+
+    hf = HFBackend(*models, {EOS}, PAD)
+    direct = collect("teacher", hf, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
+    assert torch.equal(batch.input_ids_BL, direct.input_ids_BL) and torch.equal(batch.behav_logp_BT, direct.behav_logp_BT)
+    assert batch.from_teacher_BT[batch.response_mask_BT].all()
 
 
 def test_train_with_the_vllm_backend_syncs_after_every_step(fake_vllm, tiny_profile, tmp_path):

@@ -47,6 +47,61 @@ def test_dry_run_plans_the_whole_dag(profile):
     }
 
 
+def planned_resources(out: str) -> dict[str, set[tuple]]:
+    """{rule: {(threads, resources...)}} of a dry run's job blocks."""
+    plan: dict[str, set[tuple]] = {}
+    for block in re.split(r"^rule ", out, flags=re.M)[1:]:
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        if res and "mem_mb=" in res[1]:
+            r = dict(kv.split("=", 1) for kv in res[1].split(", "))
+            plan.setdefault(block.split(":", 1)[0], set()).add(
+                (int(threads[1]) if threads else 1, r.get("gpu", "0"), int(r["mem_mb"]), int(r["runtime"])))
+    return plan
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-ci", "smol"])
+def test_cpu_profiles_keep_their_job_resources(name):
+    """The eval settings (mem_mb_eval, runtime_eval, runtime_eval_tasks) and the eval threads default
+    to what these jobs asked for before they existed: the train job's memory, time and threads."""
+    profile = REPO_ROOT / "configs" / f"{name}.yaml"
+    cfg = load_config(profile)
+    wf = cfg.workflow
+    assert (wf.mem_mb_eval, wf.runtime_eval, wf.runtime_eval_tasks, wf.gpus_per_train) == (0, 0, {}, 0)
+    r = snakemake("-n", "--forceall", "--cores", "2", "--configfile", str(profile.relative_to(REPO_ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = planned_resources(r.stdout + r.stderr)
+    threads = min(cfg.train.num_threads or 2, 2)
+    train = (threads, "0", wf.mem_mb_train, wf.runtime_train * (len(wf.seeds) if wf.jobs == "per_method" else 1))
+    assert plan["train"] == {train}
+    assert plan["eval"] == {(threads, "0", wf.mem_mb_train, wf.runtime_train)}
+    assert plan["prepare"] == {(min(getattr(cfg.prepare, "num_threads", 0) or 2, 2), "0", wf.mem_mb_train, wf.runtime_train)}
+
+
+def test_eval_settings_set_eval_jobs_only(tmp_path):
+    """mem_mb_eval / runtime_eval / runtime_eval_tasks reach the eval jobs (per task; a per_method job
+    gets the sum over its seeds and tasks) and leave the train jobs alone."""
+    cfg = yaml.safe_load((REPO_ROOT / "configs" / "tiny-ci.yaml").read_text())
+    cfg["workflow"].update(mem_mb_eval=1500, runtime_eval=7, runtime_eval_tasks={"tiny_math": 11})
+    seeds, tasks = len(cfg["workflow"]["seeds"]), cfg["eval"]["tasks"]
+    path = tmp_path / "profile.yaml"
+    for jobs in ("per_run", "per_method"):
+        cfg["workflow"]["jobs"] = jobs
+        path.write_text(yaml.safe_dump(cfg))
+        r = snakemake("-n", "--forceall", "--cores", "2", "--configfile", str(path))
+        assert r.returncode == 0, r.stderr[-2000:]
+        plan = planned_resources(r.stdout + r.stderr)
+        runtimes = {t for _, _, _, t in plan["eval"]}
+        if jobs == "per_run":
+            assert runtimes == {11, 7} if len(tasks) > 1 else {11}
+        else:
+            assert runtimes == {seeds * sum(11 if t == "tiny_math" else 7 for t in tasks)}
+        assert {m for _, _, m, _ in plan["eval"]} == {1500}
+        wf = load_config(path).workflow
+        assert {(m, t) for _, _, m, t in plan["train"]} == {
+            (wf.mem_mb_train, wf.runtime_train * (seeds if jobs == "per_method" else 1))}
+
+
 def test_default_profile_is_tiny_and_shell_commands_call_tropd():
     r = snakemake("-n", "--forceall", "--printshellcmds")
     assert r.returncode == 0, r.stderr[-2000:]

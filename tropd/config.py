@@ -165,10 +165,20 @@ class WorkflowConfig:
     train_parallel: Literal["ddp", "fsdp"] = "ddp"
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
+    # Eval jobs' own memory (MB) and wall time (minutes per job; runtime_eval_tasks per task, e.g.
+    # {math500: 2880}); 0 = the train values above, as for the CPU profiles (workflow/rules/eval.smk).
+    mem_mb_eval: int = 0
+    runtime_eval: int = 0
+    runtime_eval_tasks: dict[str, int] = field(default_factory=dict)
     # per_run: a train job per (method, seed) and an eval job per (model, seed, task), for clusters;
     # per_method: one job per method (all seeds) and per model (all seeds and tasks), which pays the
     # process start-up once (small CPU profiles; workflow/rules/train.smk)
     jobs: Literal["per_run", "per_method"] = "per_run"
+
+
+# vllm.LLM arguments tropd.rollout.vllm sets itself; an override would silently break what it relies on.
+VLLM_OWNED_ARGS = {"model", "logprobs_mode", "skip_tokenizer_init", "generation_config", "seed",
+                   "distributed_executor_backend", "enable_sleep_mode", "tensor_parallel_size"}
 
 
 @dataclass
@@ -189,8 +199,16 @@ class VLLMConfig:
             v = getattr(self, key)
             if not 0 < v <= 1:
                 raise ConfigError(f"vllm.{key}: must be in (0, 1], got {v}")
-        if self.tensor_parallel_size < 1:
-            raise ConfigError(f"vllm.tensor_parallel_size: must be >= 1, got {self.tensor_parallel_size}")
+        if self.tensor_parallel_size != 1:
+            # A tensor-parallel group's ranks must all send vLLM the same prompts (tropd gives each
+            # process its own share), and a one-process TP engine keeps its workers in other
+            # processes, out of reach of the in-place weight sync.
+            raise ConfigError(f"vllm.tensor_parallel_size: only 1 is supported, got {self.tensor_parallel_size}"
+                              " (use data parallelism: workflow.gpus_per_train)")
+        owned = sorted(set(self.engine_kwargs) & VLLM_OWNED_ARGS)
+        if owned:
+            raise ConfigError(f"vllm.engine_kwargs: {owned} are set by tropd (behaviour log-probs, token-id "
+                              "I/O, seeding, launcher) and cannot be overridden")
         if self.max_model_len < 0:
             raise ConfigError(f"vllm.max_model_len: must be >= 0, got {self.max_model_len}")
 
@@ -387,6 +405,17 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: must be >= 0, got {v}")
     if not 0 < t.top_p <= 1:
         raise ConfigError(f"train.top_p: must be in (0, 1], got {t.top_p}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(t, key) < 1:
+            raise ConfigError(f"train.{key}: must be in [0, 1), got {getattr(t, key)}")
+    if t.divergence_rkl <= 0:
+        raise ConfigError(f"train.divergence_rkl: must be > 0 (a reverse KL is >= 0), got {t.divergence_rkl}")
+    if cfg.student.dtype == "float16":
+        raise ConfigError("student.dtype: float16 cannot be trained (AdamW on fp16 weights without loss "
+                          "scaling underflows); keep float32 and set train.dtype: bfloat16")
+    unknown = sorted(set(cfg.eval.task_limits) - set(cfg.eval.tasks))
+    if unknown:
+        raise ConfigError(f"eval.task_limits: {unknown} not in eval.tasks {cfg.eval.tasks}")
     if isinstance(cfg.prepare, TinyPrepare) and not 0 <= cfg.prepare.mismatch <= 1:
         raise ConfigError(f"prepare.mismatch: must be in [0, 1], got {cfg.prepare.mismatch}")
     if cfg.eval.k > 1 and cfg.eval.temperature == 0:
@@ -394,7 +423,11 @@ def validate(cfg: RunConfig) -> None:
     # Method parameters are checked against the method's own dataclass.
     from tropd.registry import get_method
 
-    params = get_method(cfg.method.name).parse_params(cfg.method.params)
+    method = get_method(cfg.method.name)
+    params = method.parse_params(cfg.method.params)
+    if t.backend == "vllm" and method.rollout == "blend":
+        raise ConfigError(f"train.backend: vllm cannot sample {cfg.method.name}'s token-by-token "
+                          "teacher/student blend; use train.backend: hf for it")
     w = cfg.workflow
     if w.train_parallel == "fsdp" and w.gpus_per_train > 1:  # what tropd train would refuse on the GPUs
         from tropd.errors import UserError
@@ -428,8 +461,20 @@ def non_default(obj: Any) -> dict:
     return out
 
 
+# Keys that change how a run is carried out, not what it computes: out of config_hash (so a resumed or
+# finished run accepts a new value) and out of the workflow's rerun triggers (settings_digest).
+LOGISTICS = {
+    "train": ("checkpoint_every", "keep_checkpoints", "log_every"),
+    "vllm": ("gpu_memory_utilization", "teacher_gpu_memory_utilization", "sleep"),
+}
+
+
+def _without_logistics(section: str, values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in LOGISTICS.get(section, ())}
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes a run's numbers (not where its files go).
+    """Hash of everything that changes a run's numbers (not where its files go, nor LOGISTICS).
 
     Only values that differ from the schema defaults enter the hash, so a key added to the schema
     later (with a default that keeps the old behaviour) leaves the hashes of existing runs alone;
@@ -438,19 +483,21 @@ def config_hash(cfg: RunConfig) -> str:
     d = non_default(cfg)
     d.pop("paths", None)
     d.pop("workflow", None)
-    train = d.pop("train", {})
-    train.pop("checkpoint_every", None)
-    train.pop("keep_checkpoints", None)
-    if train:
-        d["train"] = train
+    for section in LOGISTICS:
+        if section in d:
+            d[section] = _without_logistics(section, d[section])
+            if not d[section]:
+                del d[section]
     return _digest(d)
 
 
 def settings_digest(cfg: RunConfig, sections: tuple[str, ...]) -> str:
-    """Digest of some top-level sections of `cfg`, non-default values only: the workflow's rerun
-    trigger (a rule param), so that a schema key added later does not rerun finished jobs."""
+    """Digest of some top-level sections of `cfg`, non-default values only, LOGISTICS left out: the
+    workflow's rerun trigger (a rule param), so that neither a schema key added later nor a value that
+    tropd train accepts on an existing run (config_hash) reruns finished jobs."""
     parts = {s: getattr(cfg, s) for s in sections}
-    return _digest({s: non_default(v) if dataclasses.is_dataclass(v) else v for s, v in parts.items()})
+    return _digest({s: _without_logistics(s, non_default(v)) if dataclasses.is_dataclass(v) else v
+                    for s, v in parts.items()})
 
 
 def _digest(d: dict) -> str:

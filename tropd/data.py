@@ -65,6 +65,9 @@ def load_prompts(cfg: RunConfig, tok) -> PromptSet:
             if key not in r:
                 raise UserError(f"{path}:{i}: missing field '{key}'")
     if cfg.train.prompt_domains:
+        missing = sorted(set(cfg.train.prompt_domains) - {r.get("domain") for r in rows})
+        if missing:
+            raise UserError(f"train.prompt_domains: {missing} not among the domains of {path}")
         rows = [r for r in rows if r.get("domain") in cfg.train.prompt_domains]
     if not rows:
         raise UserError(f"{path}: no training prompts (train.prompt_domains={cfg.train.prompt_domains})")

@@ -5,15 +5,18 @@ and the summary JSON OUT that the aggregate step reads:
 
   {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics": {name: {"mean", "ci95"}},
    "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit"}, "config_hash",
-   "code_version", "wall_s"}
+   "code_version", "versions", "wall_s"}
 
 Metric values are fractions in [0, 1]; ci95 is a seeded percentile bootstrap over items
 (tropd.eval.stats). `score` cannot know how the completions were decoded: its decoding block has
-k = the fewest samples of any id, and null temperature / max_new_tokens / seed.
+k = the fewest samples of any id, and null temperature / max_new_tokens / seed. `versions` are the
+packages that produced the numbers (tropd.versions.package_versions: torch, transformers, the
+graders' libraries, whether NLTK's punkt_tab data was there); `tropd aggregate` prints them.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -60,13 +63,14 @@ def _model_spec(cfg: RunConfig, model: str) -> ModelSpec:
 def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: str | None,
            decoding: dict, cfg: RunConfig | None, t0: float) -> dict:
     from tropd.eval.graders import summarize
+    from tropd.versions import package_versions
 
     metrics = summarize(task, per_item)
     summary = {
         "task": task.name, "domain": task.domain, "model": model, "n_items": len(per_item),
         "n_samples": len(rows), "primary": task.primary, "metrics": metrics, "decoding": decoding,
         "config_hash": config_hash(cfg) if cfg is not None else None, "code_version": code_version(),
-        "wall_s": round(time.time() - t0, 3),
+        "versions": package_versions(), "wall_s": round(time.time() - t0, 3),
     }
     atomic_write_jsonl(samples_path(out), rows)
     atomic_write_json(out, summary)
@@ -121,7 +125,10 @@ def eval_main(args: argparse.Namespace) -> int:
     from tropd.models import load_model, load_tokenizer
 
     if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
+        # A GPU profile's eval job gets one GPU's share of the train threads (workflow/rules/common.smk
+        # EVAL_THREADS), which Snakemake passes as OMP_NUM_THREADS: stay within it.
+        job = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        torch.set_num_threads(min(cfg.train.num_threads, job) if job > 0 else cfg.train.num_threads)
     loaded, done = None, {}
     for seed in seeds:
         path = args.model.replace("{seed}", str(seed))

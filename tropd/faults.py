@@ -2,7 +2,8 @@
 
 - `TROPD_FAULT=kill@<phase>:<step>`: the training process SIGKILLs itself when it reaches that
   phase of that step (phases: rollout, checkpoint, checkpoint-write, and metrics: after the
-  checkpoint of step N and before the metrics line of step N-1 is written);
+  checkpoint of step N and before the metrics line of step N-1 is written; finish: after
+  .finished.json, before the checkpoints are deleted, N = steps done);
 - `TROPD_FAULT=nan@loss:<step>`: the loss of that step becomes NaN (a diverging method);
 - `TROPD_FAULT_METHOD=<name>`: only runs of that method are hit (a whole DAG shares one environment).
 """

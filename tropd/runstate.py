@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from tropd.config import TrainConfig
+from tropd.errors import UserError
+from tropd.faults import fault_point
 from tropd.io import atomic_write_json, reraise_io
 
 
@@ -92,8 +94,11 @@ def finish(out: Path, model, tok, summary: dict, weights: dict | None = None) ->
         reraise_io(e)
     shutil.rmtree(out / "student", ignore_errors=True)
     tmp.rename(out / "student")
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them
+    # .finished.json before the checkpoints go (deleting them takes a while at scale): a kill in
+    # between leaves a finished run that read_summary restores, never one that restarts at step 0.
     atomic_write_json(out / FINISHED, summary)
+    fault_point("finish", summary["steps_done"])
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them
     atomic_write_json(out / "summary.json", summary)
 
 
@@ -131,13 +136,19 @@ class TwoStage(Stage2):
         self.out, self.model, self.world = out, model, world
         self.base = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.fixed = None
-        name = "erpd_rollout.pt" if world.size == 1 else f"erpd_rollout.rank{world.rank}.pt"
+        # The process count is in the name: each shard holds its process's prompts of step 0.
+        name = "erpd_rollout.pt" if world.size == 1 else f"erpd_rollout.rank{world.rank}of{world.size}.pt"
         self.rollout_file = out / name
 
     def fixed_rollout(self, step):
         if step >= self.s1 or step == 0:
             return None
         if self.fixed is None:
+            if not self.rollout_file.is_file():
+                found = sorted(p.name for p in self.out.glob("erpd_rollout*.pt"))
+                raise UserError(f"{self.out}: ERPD's stage-1 rollouts are {found or 'missing'}, not "
+                                f"{self.rollout_file.name}: resume with the number of processes that "
+                                f"started the run (workflow.gpus_per_train), or use a new --out")
             self.fixed = torch.load(self.rollout_file, weights_only=False)
         return self.fixed
 

@@ -42,6 +42,7 @@ from tropd.runstate import (
     Stage2, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
 )
 from tropd.scoring import student_forward, teacher_score
+from tropd.versions import package_versions
 
 
 def _log(msg: str) -> None:
@@ -99,9 +100,12 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
 
     # -- run directory: resume from the newest valid checkpoint --
+    # The same identity as a finished run's (config_hash): a new checkpoint_every, log_every, workflow
+    # resource or schema key (with its default) does not stop an interrupted run from resuming.
     resolved = out / "config.resolved.yaml"
-    if resolved.is_file() and resolved.read_text() != dump_yaml(cfg):
-        raise UserError(f"{out} holds a run with another config ({resolved} differs); use a new --out")
+    if resolved.is_file() and (stored := resolved_hash(out, cfg.seed)) != config_hash(cfg):
+        raise UserError(f"{out} holds a run with another config (hash {stored} != {config_hash(cfg)}; "
+                        f"see {resolved}); use a new --out")
     out.mkdir(parents=True, exist_ok=True)
     if world.main:
         atomic_write_text(out / "config.resolved.yaml", dump_yaml(cfg))
@@ -187,8 +191,10 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             # a teacher prefix (TrOPD's guidance, whose share anneals to 0) is another distribution.
             # The method's own metrics follow its loss mask (train.truncated=mask drops cut responses).
             on_policy = micro.response_mask_BT & ~s.from_teacher_BT
-            # rkl estimates KL(pi_S || pi_T) of the current student, with self-normalised importance
-            # weights pi_S/pi_behav: 1 on-policy, not 1 for TRB's blended rollouts and ERPD's reused ones.
+            # rkl: the per-token KL(pi_S || pi_T) of the current student at the visited states, with
+            # self-normalised importance weights pi_S/pi_behav for the token draw: 1 on-policy, not 1
+            # for TRB's blended rollouts and ERPD's reused ones (whose states stay the behaviour's: a
+            # sequence-level weight would correct those too, at a variance no plot can use).
             # pi_T is the model the loss distills from (ERPD's stage 2: its stage-1 policy).
             _acc(sums, "rkl", (s.logp_BT - s.teacher_logp_BT).detach(), on_policy,
                  weight_BT=(s.logp_BT - s.behav_logp_BT).detach().clamp(max=30.0).exp())
@@ -255,6 +261,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         "code_version": code_version(), "backend": backend.name, "processes": world.size,
         "sharded": world.fsdp, "student_param_share": fsdp.local_fraction(student),
         "student_state_mb": fsdp.state_mb(student, optimizer), "torch_threads": torch.get_num_threads(), **totals,
+        "versions": package_versions(),
     }
     weights = world.student_state(student) if world.fsdp else None
     if world.main:

@@ -95,9 +95,31 @@ def gsm8k_final(answer: str) -> str:
 
 
 def _load_gsm8k(path: Path, task: Task) -> list[Item]:
+    """A gold with no number after its last '####' is an error (every answer would grade wrong)."""
+    from tropd.eval.graders.math import gold_number
+
     suffix = "" if task.name.startswith("tiny_") else GSM8K_SUFFIX
-    return [Item(f"{task.name}/{i}", r["question"] + suffix, {"answer": gsm8k_final(r["answer"])})
-            for i, r in enumerate(_rows(path, ("question", "answer")))]
+    items = []
+    for i, r in enumerate(_rows(path, ("question", "answer"))):
+        gold = gsm8k_final(str(r["answer"]))
+        if gold_number(gold) is None:
+            raise UserError(f"{path}: item {i} ({task.name}/{i}): gold answer has no number after '####' "
+                            f"(got {gold[-60:]!r})")
+        items.append(Item(f"{task.name}/{i}", r["question"] + suffix, {"answer": gold}))
+    return items
+
+
+def _check_boxed_golds(path: Path, items: list[Item]) -> None:
+    """Every gold of `items` must parse with math-verify as \\boxed{gold} (else every answer to it is
+    graded wrong). Only the items an eval keeps are parsed, each once: grading reuses the parse."""
+    from tropd.eval.graders.math import VERIFY_TIMEOUT_S, unparsable_golds
+
+    bad = unparsable_golds([it.ref["answer"] for it in items])
+    if bad:
+        it = items[bad[0]]
+        more = f" ({len(bad) - 1} more item(s) like it)" if len(bad) > 1 else ""
+        raise UserError(f"{path}: item {it.id}: math-verify cannot parse the gold answer "
+                        f"{it.ref['answer']!r} as \\boxed{{...}} (or took over {VERIFY_TIMEOUT_S} s){more}")
 
 
 def _load_boxed(id_key: str) -> Callable[[Path, Task], list[Item]]:
@@ -177,13 +199,18 @@ def get_task(name: str) -> Task:
 
 def load_items(task: Task, cfg: RunConfig | None, limit: int = 0) -> list[Item]:
     """The task's items in file order; `limit` > 0 keeps `limit` of them, chosen by `task.subset`:
-    the first ones, or ones evenly spaced over the file (item i * n // limit), in file order."""
-    items = task.load(task.path(cfg), task)
+    the first ones, or ones evenly spaced over the file (item i * n // limit), in file order.
+    Gold answers that cannot be graded raise UserError naming the file and item: GSM8K-format ones
+    for every item of the file, \\boxed{} ones (math-verify parsing, the costly check) for the kept
+    items."""
+    path = task.path(cfg)
+    items = task.load(path, task)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
-        raise UserError(f"{task.path(cfg)}: duplicate item ids")
-    if limit <= 0 or limit >= len(items):
-        return items
-    if task.subset == "spread":
-        return [items[i * len(items) // limit] for i in range(limit)]
-    return items[:limit]
+        raise UserError(f"{path}: duplicate item ids")
+    if limit > 0 and limit < len(items):
+        spread = task.subset == "spread"
+        items = [items[i * len(items) // limit] for i in range(limit)] if spread else items[:limit]
+    if task.grader == "boxed":
+        _check_boxed_golds(path, items)
+    return items

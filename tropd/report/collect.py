@@ -6,9 +6,13 @@ Layout (written by the workflow; see workflow/Snakefile):
 
 A table row averages seeds, so all of a row's files must come from one configuration. Each file
 carries a config hash; a run's hash covers its seed too, so runs are compared by the hash of their
-resolved config with the seed set to 0 (the summary's own hash when the folder has no resolved
-config). Two files of one row that disagree stop the aggregation with a one-line error naming both:
-a table must never quietly average an old result with a new one.
+resolved config with the seed set to 0. A run folder without config.resolved.yaml has no such hash
+(its summary's own hash differs from seed to seed by design), so it is not compared. Two files of one
+row that disagree stop the aggregation with a one-line error naming both: a table must never quietly
+average an old result with a new one.
+
+Each summary also records the package versions that produced it (tropd.versions; None in summaries
+written before that block existed), which the provenance line under every table prints.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class EvalResult:
     model: str | None = None  # the weights that were evaluated
     decoding: dict = field(default_factory=dict)  # k, temperature, max_new_tokens, limit
     n_items: int | None = None
+    versions: dict | None = None  # package versions that produced it (tropd.versions); None: not recorded
 
     @property
     def deterministic(self) -> bool:
@@ -51,6 +56,11 @@ class RunResult:
     seed: int
     summary: dict
     row_hash: str | None  # seed-independent config hash (see module docstring)
+
+    @property
+    def versions(self) -> dict | None:
+        v = self.summary.get("versions")
+        return v if isinstance(v, dict) else None
 
     @property
     def diverged_step(self) -> int | None:
@@ -75,11 +85,39 @@ class Results:
         return [*self.methods, *REFERENCES]
 
     def single_measurement(self, row: str) -> bool:
-        """A reference row whose every eval is one model under greedy decoding: its seeds repeat one
-        measurement (tropd eval reuses it), so it counts once, not as n seeds that agree."""
+        """A reference row whose every eval is one model under greedy decoding and whose seeds all
+        hold the same value (within 1e-9) for each task: its seeds repeat one measurement (tropd eval
+        reuses it), so it counts once, not as n seeds that agree.
+
+        Greedy evals whose values differ between seeds (nondeterministic kernels, evals run on other
+        machines or batch sizes) are not one measurement: the row is then shown like a method's, as n
+        seeds with an interval, which states the spread that was measured. Raising instead would
+        stop the whole table over a reference row whose disagreement is real information; taking
+        one seed's value (as before) would hide it. `greedy_disagreement` names such rows for the
+        legend."""
+        return self._greedy_seeds_agree(row) is True
+
+    def greedy_disagreement(self, row: str) -> bool:
+        """A reference row of greedy evals of one model whose seeds' values differ (see
+        single_measurement)."""
+        return self._greedy_seeds_agree(row) is False
+
+    def _greedy_seeds_agree(self, row: str) -> bool | None:
+        """None unless `row` is a reference row of greedy evals of one model per task; else whether
+        every task's seeds hold one value (within 1e-9)."""
         got = [e for (r, _, _), e in self.evals.items() if r == row]
-        return (row in REFERENCES and bool(got) and all(e.deterministic for e in got)
-                and len({(e.task, e.model) for e in got}) == len({e.task for e in got}))
+        if not (row in REFERENCES and got and all(e.deterministic for e in got)
+                and len({(e.task, e.model) for e in got}) == len({e.task for e in got})):
+            return None
+        by_task: dict[str, list[float]] = {}
+        for e in got:
+            by_task.setdefault(e.task, []).append(e.value)
+        return all(max(v) - min(v) <= 1e-9 for v in by_task.values())
+
+    def versions(self, row: str) -> list[dict | None]:
+        """The package versions each of the row's eval and run summaries recorded (None: none)."""
+        found = [e.versions for (r, _, _), e in sorted(self.evals.items()) if r == row]
+        return found + [r.versions for (m, _), r in sorted(self.runs.items()) if m == row]
 
     def eval_hash(self, row: str) -> str | None:
         hashes = {e.config_hash for (r, _, _), e in self.evals.items() if r == row and e.config_hash}
@@ -117,7 +155,8 @@ def read_eval(path: Path, row: str, seed: int, task: str) -> EvalResult:
     if d.get("task", task) != task:
         raise UserError(f"{path}: holds task {d['task']!r}, expected {task!r}")
     return EvalResult(path, row, seed, task, domain, value, d.get("config_hash"), d.get("code_version"),
-                      _finished_share(path), d.get("model"), d.get("decoding") or {}, d.get("n_items"))
+                      _finished_share(path), d.get("model"), d.get("decoding") or {}, d.get("n_items"),
+                      d["versions"] if isinstance(d.get("versions"), dict) else None)
 
 
 def _finished_share(summary: Path) -> float | None:
@@ -133,11 +172,12 @@ def _finished_share(summary: Path) -> float | None:
 
 
 def seedless_hash(run_dir: Path, summary: dict) -> str | None:
-    """Hash of the run's resolved config with the seed set to 0 (runs of one row share it)."""
+    """Hash of the run's resolved config with the seed set to 0 (runs of one row share it); None
+    (not compared) where the run has no config.resolved.yaml: the summary's own config_hash covers
+    the seed, so it differs between the seeds of one row and cannot stand in for it."""
     from tropd.config import resolved_hash
 
-    h = resolved_hash(run_dir, seed=0)
-    return h if h is not None else summary.get("config_hash")
+    return resolved_hash(run_dir, seed=0)
 
 
 def read_run(run_dir: Path, method: str, seed: int) -> RunResult:

@@ -1,22 +1,44 @@
-"""The provenance line printed under every table: which code, configs and packages made it."""
+"""The provenance line printed under every table: which code, configs and packages made it.
+
+Package versions are those the eval and run summaries recorded when they were written (their
+"versions" block, tropd.versions), not those of the environment that aggregates: one set when every
+result agrees, each distinct set with the rows that used it when they differ. Summaries written
+before the block existed record none; for them the line says so and shows the aggregating
+environment's versions instead, marked as such.
+"""
 from __future__ import annotations
 
 import datetime
-from importlib.metadata import PackageNotFoundError, version
 
 from tropd.report.tables import Table
+from tropd.versions import format_versions, package_versions
 
-PACKAGES = ("torch", "transformers", "tropd")
 
-
-def package_versions() -> str:
-    out = []
-    for name in PACKAGES:
-        try:
-            out.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            out.append(f"{name} (not installed)")
-    return ", ".join(out)
+def versions_text(t: Table) -> str:
+    """`packages torch 2.13.0+cpu, transformers 5.24.0, ...` (see the module docstring)."""
+    sets: dict[tuple, list[str]] = {}  # distinct recorded set -> labels of the rows that used it
+    missing, total = 0, 0
+    for r in t.rows:
+        for v in r.versions:
+            total += 1
+            if v is None:
+                missing += 1
+                continue
+            rows = sets.setdefault(tuple(sorted(v.items())), [])
+            if r.label not in rows:
+                rows.append(r.label)
+    parts = []
+    if len(sets) == 1:
+        parts.append("packages " + format_versions(dict(next(iter(sets)))))
+    elif sets:
+        parts.append(f"packages differ between results ({len(sets)} sets): " + " | ".join(
+            f"{format_versions(dict(v))} (rows {', '.join(rows)})" for v, rows in sets.items()))
+    if missing or not sets:
+        env = format_versions(package_versions()) or "none installed"
+        what = (f"{missing} of {total} result summaries record no package versions" if sets else
+                "the result summaries record no package versions")
+        parts.append(f"{what} (written before the versions block); the aggregating environment has {env}")
+    return "; ".join(parts)
 
 
 def provenance_line(t: Table, code_versions: list[str]) -> str:
@@ -31,4 +53,4 @@ def provenance_line(t: Table, code_versions: list[str]) -> str:
     ])) or "none recorded"
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     return (f"Provenance: results from code {', '.join(code_versions) or 'unknown'}; config hashes: {hashes}; "
-            f"{package_versions()}; aggregated at commit {code_version()} on {today}.")
+            f"{versions_text(t)}; aggregated at commit {code_version()} on {today}.")

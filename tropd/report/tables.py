@@ -5,7 +5,9 @@ A `Table` is a list of rows, each a dict of `Cell`s keyed by column; tropd.repor
 into Markdown, CSV and LaTeX. Every score cell is a mean over seeds with a 95% Student-t interval
 (tropd.report.stats); averages are taken per seed first (over the benchmarks of a domain, or over
 all benchmarks, as the paper's Avg), then their interval over seeds. The reference rows (teacher,
-untrained student) under greedy decoding are one measurement, whatever the number of seeds.
+untrained student) under greedy decoding are one measurement, whatever the number of seeds, when
+every seed holds the same value; greedy evals that differ between seeds are shown over seeds, with
+an interval, and the legend says so (tropd.report.collect.Results.single_measurement).
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class Row:
     run_hash: str | None = None
     eval_hash: str | None = None
     diverged: list[tuple[int, int]] = field(default_factory=list)  # (seed, step)
+    versions: list[dict | None] = field(default_factory=list)  # per result file (None: not recorded)
 
 
 @dataclass
@@ -146,6 +149,10 @@ def score_legend(res: Results, what: str = "Scores in %") -> str:
     refs = [label(r) for r in ("teacher", "student") if res.single_measurement(r)]
     if refs:
         text += f"; {' and '.join(refs)}: one greedy evaluation, the same for every seed, so no interval"
+    differ = [label(r) for r in ("teacher", "student") if res.greedy_disagreement(r)]
+    if differ:
+        text += (f"; {' and '.join(differ)}: greedy evaluations that differ between seeds, so shown over "
+                 f"seeds with an interval")
     return text
 
 
@@ -169,7 +176,8 @@ def eval_note(res: Results) -> str:
 
 
 def _row(res: Results, key: str, with_cost: bool) -> Row:
-    row = Row(key, label(key), score_cells(res, key), res.run_hash(key), res.eval_hash(key))
+    row = Row(key, label(key), score_cells(res, key), res.run_hash(key), res.eval_hash(key),
+              versions=res.versions(key))
     if key in res.methods:
         row.diverged = _diverged(res, key)
         n_runs = sum(1 for (m, _) in res.runs if m == key)
@@ -223,6 +231,7 @@ def finished_table(res: Results) -> Table:
                     and e.finished is not None]
             single = res.single_measurement(key)
             cells[t] = Cell(over_seeds(vals[:1] if single else vals), single=single)
-        rows.append(Row(key, label(key), cells, res.run_hash(key), res.eval_hash(key)))
+        rows.append(Row(key, label(key), cells, res.run_hash(key), res.eval_hash(key),
+                        versions=res.versions(key)))
     notes = [score_legend(res, "Share (%) of generations that ended with EOS within eval.max_new_tokens") + "."]
     return Table("finished", cols, rows, len(res.seeds), notes)

@@ -20,6 +20,10 @@ Choices, and why:
   checkpoint or ERPD's reset of the student reaches the engine before the next rollout.
 - Under `accelerate launch` (WORLD_SIZE > 1) every rank holds its own engine replica on its own GPU
   (`distributed_executor_backend="external_launcher"`) and samples its own share of the prompts.
+  There the teacher's samples (guidance prefixes, SeqKD, GKD references) come from the HF teacher
+  already on the GPU (tropd.rollout.hf), not from a second engine: vLLM's external launcher forces
+  every engine into the calling process (it sets VLLM_ENABLE_V1_MULTIPROCESSING=0), and a second
+  in-process engine fails, with sleep mode outright ("one instance per process", vLLM issue #18975).
 - TRB's per-token teacher/student blend needs both models' logits at every decoding step inside
   one sampling loop; vLLM has no such hook, so `sample_blend` refuses with a one-line error.
 - Samples are reproducible per seed on one vLLM version and GPU type, not bit-identical to the HF
@@ -167,6 +171,11 @@ class VLLMBackend:
             self._push(self._engine(role), self.student)
         if not prompts:
             return []
+        if role == "teacher" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from tropd.rollout.hf import HFBackend
+
+            return HFBackend(self.student, self.teacher, self.eos_ids, self.pad_id).sample(
+                "teacher", prompts, max_new, seeds, temperature, top_p)
         llm = self._engine(role)
         live = [k for k, n in enumerate(max_new) if n > 0]  # vLLM refuses max_tokens=0
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]

@@ -115,9 +115,30 @@ TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "eval
 RES = config["workflow"]
 TRAIN_GPUS = RES["gpus_per_train"]
 GPU = min(TRAIN_GPUS, 1)  # prepare, preflight and eval are single processes: one GPU at most
-# Train and eval jobs ask the scheduler for the torch threads they use (train.num_threads; 0 =
-# torch's default, every core), so one key sets both.
+# A train job asks the scheduler for the torch threads it uses (train.num_threads; 0 = torch's
+# default, every core), shared by its gpus_per_train processes. A one-GPU job (eval) asks for one
+# GPU's share of them, THREADS // gpus_per_train: CPU threads in proportion to GPUs, so that on a
+# machine with as many cores per GPU as a train job has, the GPUs, not the cores, bound how many jobs
+# run at once (paper profiles: 8 threads per 4-GPU run, 2 per eval; `--cores 16 --resources gpu=8`
+# runs 2 train or 8 eval jobs side by side). With no GPUs (tiny, smol) eval jobs ask for THREADS too.
 THREADS = config["train"]["num_threads"] or workflow.cores
+EVAL_THREADS = max(1, THREADS // TRAIN_GPUS) if TRAIN_GPUS > 1 else THREADS
+# Eval jobs' memory and wall time (workflow.mem_mb_eval, runtime_eval, runtime_eval_tasks); 0 = the
+# train values, which is what the CPU profiles use.
+EVAL_MEM_MB = RES["mem_mb_eval"] or RES["mem_mb_train"]
+
+
+def eval_runtime(task):
+    """Minutes for one (model, seed, task) eval job."""
+    return RES["runtime_eval_tasks"].get(task) or RES["runtime_eval"] or RES["runtime_train"]
+
+
+def eval_runtime_per_method():
+    """Minutes for a per_method eval job (every seed and task of a model, one after another);
+    without eval settings of its own, runtime_train as before."""
+    if not (RES["runtime_eval"] or RES["runtime_eval_tasks"]):
+        return RES["runtime_train"]
+    return len(SEEDS) * sum(eval_runtime(t) for t in TASKS)
 
 
 # ---------------------------------------------------------------------------- input functions

@@ -5,6 +5,10 @@
 # workflow.jobs picks the job granularity (see train.smk); the files are the same either way:
 #   per_run    (default): one job per (model, seed, task), for long GPU evaluations in parallel.
 #   per_method: one job per model scores every seed and task with one process start-up.
+#
+# Resources: one GPU at most, EVAL_THREADS (one GPU's share of a train job's threads), and the eval
+# settings workflow.mem_mb_eval, runtime_eval and runtime_eval_tasks (per task; a per_method job
+# gets their sum over its seeds and tasks), each 0 = the train value (common.smk).
 
 EVAL_SHELL = (
     "tropd eval --config {params.cfg} --model {params.model} --task {params.tasks}"
@@ -29,11 +33,11 @@ if RES["jobs"] == "per_method":
             seeds=SEED_LIST,
             out=lambda w: EVAL_JSON.format(model=w.model, seed="{seed}", task="{task}"),
             settings=settings("eval", *MODEL_SECTIONS),
-        threads: THREADS
+        threads: EVAL_THREADS
         resources:
             gpu=GPU,
-            mem_mb=RES["mem_mb_train"],
-            runtime=RES["runtime_train"],
+            mem_mb=EVAL_MEM_MB,
+            runtime=eval_runtime_per_method(),
         shell:
             EVAL_SHELL
 
@@ -55,10 +59,10 @@ else:
             seeds=lambda w: w.seed,
             out=lambda w, output: output[0],
             settings=settings("eval", *MODEL_SECTIONS),
-        threads: THREADS
+        threads: EVAL_THREADS
         resources:
             gpu=GPU,
-            mem_mb=RES["mem_mb_train"],
-            runtime=RES["runtime_train"],
+            mem_mb=EVAL_MEM_MB,
+            runtime=lambda w: eval_runtime(w.task),
         shell:
             EVAL_SHELL

@@ -3,6 +3,8 @@
 # Downstream rules take both outputs as ancient(): a rerun of these cheap checks does not retrain
 # everything; a real change of the models reaches the runs through their `settings` digest.
 
+EXTERNAL_PREPARE = config["prepare"]["kind"] == "external"
+
 
 rule prepare:
     output:
@@ -14,12 +16,13 @@ rule prepare:
     params:
         cfg=CFG,
         settings=settings(*MODEL_SECTIONS, "paths"),
-    # tiny and smol train models here (prepare.num_threads, 0 = two threads); external only checks
-    threads: 1 if config["prepare"]["kind"] == "external" else config["prepare"].get("num_threads") or 2
+    # tiny and smol train models here (prepare.num_threads, 0 = two threads, and the train job's
+    # memory and time); external only checks that files exist: one CPU thread, no GPU, minutes.
+    threads: 1 if EXTERNAL_PREPARE else config["prepare"].get("num_threads") or 2
     resources:
-        gpu=GPU,
-        mem_mb=RES["mem_mb_train"],
-        runtime=RES["runtime_train"],
+        gpu=0 if EXTERNAL_PREPARE else GPU,
+        mem_mb=2000 if EXTERNAL_PREPARE else RES["mem_mb_train"],
+        runtime=10 if EXTERNAL_PREPARE else RES["runtime_train"],
     shell:
         "tropd prepare --config {params.cfg} > {log} 2>&1"
 

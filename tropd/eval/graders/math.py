@@ -7,6 +7,12 @@
   prediction are each parsed by math-verify as a boxed expression, gold first, and compared with
   `verify(gold, pred)` (symbolic / numeric equivalence). No \\boxed{} means wrong.
 
+A gold answer that cannot be graded is an error at load time, not a column of wrong answers:
+tropd.eval.tasks raises UserError for a GSM8K gold with no number after '####' (`gold_number`) and
+for a MATH/AIME gold that math-verify parses to nothing (`unparsable_golds`). Each gold is parsed by
+math-verify once per process: the load-time check keeps the parse and grading reuses it (as do the
+k samples of one item).
+
 math-verify bounds its parsing and comparison with SIGALRM, which only works in a process's main
 thread (elsewhere it fails and reports "wrong" silently). So grading runs in the calling thread
 only when that is the main thread; otherwise the same function runs in a one-process pool, in that
@@ -42,6 +48,11 @@ def gsm8k_extract(text: str) -> str | None:
     return nums[-1].replace(",", "").replace("$", "") if nums else None
 
 
+def gold_number(gold: str) -> Decimal | None:
+    """The GSM8K gold (the text after '####', see tasks.gsm8k_final) as a number; None: not one."""
+    return _number(gold)
+
+
 def gsm8k_correct(gold: str, pred: str | None) -> bool:
     if pred is None:
         return False
@@ -65,14 +76,44 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+_GOLDS: dict[str, list] = {}  # gold -> math-verify's parse of \\boxed{gold} ([]: unparsable), per process
+
+
+def _parsed_gold(gold: str) -> list:
+    if gold not in _GOLDS:
+        from math_verify import parse
+
+        _GOLDS[gold] = parse(f"\\boxed{{{gold}}}", parsing_timeout=VERIFY_TIMEOUT_S)
+    return _GOLDS[gold]
+
+
 def _boxed_correct(gold: str, pred: str | None) -> bool:
     from math_verify import parse, verify
 
     if pred is None:
         return False
-    g = parse(f"\\boxed{{{gold}}}", parsing_timeout=VERIFY_TIMEOUT_S)
+    g = _parsed_gold(gold)
     p = parse(f"\\boxed{{{pred}}}", parsing_timeout=VERIFY_TIMEOUT_S)
     return bool(g) and bool(p) and bool(verify(g, p, timeout_seconds=VERIFY_TIMEOUT_S))
+
+
+def _gold_parses(golds: list[str]) -> list[bool]:
+    return [bool(_parsed_gold(g)) for g in golds]
+
+
+def unparsable_golds(golds: list[str]) -> list[int]:
+    """Indices of the golds that math-verify parses to nothing as \\boxed{gold} (every answer to
+    them would be graded wrong). From the main thread the parses are kept for grading; elsewhere
+    they run in a worker process (math-verify's alarms), as `grade` does."""
+    if threading.current_thread() is threading.main_thread():
+        ok = _gold_parses(golds)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            ok = pool.submit(_gold_parses, golds).result()
+    return [i for i, good in enumerate(ok) if not good]
 
 
 def _grade(kind: str, pairs: list[tuple[str, str]]) -> list[dict]:
