@@ -356,3 +356,16 @@ def test_code_version_is_dirty_for_code_edits_not_for_results(tmp_path):
     assert code_version(tmp_path) == clean
     (tmp_path / "train.py").write_text("x = 2\n")
     assert code_version(tmp_path) == clean + "-dirty"
+
+
+def test_run_summaries_without_the_graders_punkt_check_agree_with_the_evals(tmp_path):
+    """Run summaries leave out punkt_tab (tropd.versions.package_versions(punkt=False)); that alone
+    is not a second set of versions."""
+    from tropd.versions import format_versions
+
+    runs = {(m, s): {"versions": {k: v for k, v in VERSIONS.items() if k != "punkt_tab"}}
+            for m in ("opd", "tropd") for s in (0, 1, 2)}
+    cfg = write_results(tmp_path / "r", full_scores(BASE), runs=runs)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "r" / "results" / "tables" / "main.md").read_text()
+    assert f"packages {format_versions(VERSIONS)};" in md and "packages differ" not in md

@@ -261,7 +261,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         "code_version": code_version(), "backend": backend.name, "processes": world.size,
         "sharded": world.fsdp, "student_param_share": fsdp.local_fraction(student),
         "student_state_mb": fsdp.state_mb(student, optimizer), "torch_threads": torch.get_num_threads(), **totals,
-        "versions": package_versions(),
+        "versions": package_versions(punkt=False),
     }
     weights = world.student_state(student) if world.fsdp else None
     if world.main:
