@@ -144,6 +144,10 @@ def test_slurm_plan_asks_for_gpus(profile):
     (prep,) = [j for j in jobs if j["rule"] == "prepare"]
     assert prep["resources"]["gpu"] == "0" and prep["threads"] == 1
     assert int(prep["resources"]["mem_mb"]) <= 4000 and int(prep["resources"]["runtime"]) <= 30
+    # preflight loads both models once (bf16 7B + 1.5B: about 18 GB): an eval job's memory, an hour at most
+    (pre,) = [j for j in jobs if j["rule"] == "preflight"]
+    assert pre["resources"]["gpu"] == "1" and pre["resources"]["mem_mb"] == str(wf.mem_mb_eval)
+    assert int(pre["resources"]["runtime"]) <= 60
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -39,10 +39,12 @@ rule preflight:
     params:
         cfg=CFG,
         settings=settings(*MODEL_SECTIONS),
+    # Loads teacher and student once and scores a few samples: minutes, the memory of an eval job
+    # (the paper profiles' 256 GB and 12 h of a train job would only delay it in a SLURM queue).
     threads: 1
     resources:
         gpu=GPU,
-        mem_mb=RES["mem_mb_train"],
-        runtime=RES["runtime_train"],
+        mem_mb=EVAL_MEM_MB,
+        runtime=min(RES["runtime_train"], 60),
     shell:
         "tropd preflight --config {params.cfg} --out {output} > {log} 2>&1"
