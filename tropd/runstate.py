@@ -71,8 +71,9 @@ def truncate_metrics(path: Path, start: int, pending: dict | None = None) -> Non
     """Drop metric lines of steps >= start (written after the checkpoint we resume from). `pending`:
     the line of step start-1 stored in that checkpoint, appended if a kill came before its write."""
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
-    keep = [ln for ln in lines if json.loads(ln)["step"] < start]
-    if pending and not any(json.loads(ln)["step"] == pending["step"] for ln in keep):
+    kept = [(json.loads(ln)["step"], ln) for ln in lines]
+    keep = [ln for step, ln in kept if step < start]
+    if pending and pending["step"] not in {step for step, _ in kept}:
         keep.append(json.dumps(pending))
     if not path.is_file() and not keep:
         return
