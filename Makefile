@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test install clean-results
+.PHONY: reproduce test install clean-results gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,3 +27,10 @@ test: $(STAMP)
 
 clean-results:
 	rm -rf results/tiny/runs results/tiny/evals
+
+# On a CUDA machine set up as docs/scale.md says (torch for the driver, then `pip install -e '.[gpu]'`):
+# the gpu-marked tests, then vLLM against HF rollout tokens/s on a random-weight model of the
+# paper-deepseek student's shape (results/bench/gpu/backends.md).
+gpu-check:
+	python -m pytest -q -m gpu tests/test_vllm_backend.py
+	python -m tropd.cli bench --backends random --out results/bench/gpu

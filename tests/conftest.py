@@ -52,6 +52,21 @@ def build_profile(root: Path, steps: int = 6, method_overrides: dict | None = No
     return path
 
 
+def padded(model, extra: int, scale: float = 20.0, seed: int = 5):
+    """A copy of `model` whose output layer has `extra` more rows, large enough to take most of the
+    mass where they are kept (real checkpoints pad theirs past the tokenizer: 151,936 / 152,064)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    rows = m.get_output_embeddings().weight.shape[0]
+    m.resize_token_embeddings(rows + extra, mean_resizing=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = m.get_output_embeddings().weight
+        w[rows:] = scale * torch.randn(extra, w.shape[1], generator=g)
+    return m.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_profile(tmp_path_factory) -> Path:
     torch.set_num_threads(1)

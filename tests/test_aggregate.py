@@ -130,6 +130,16 @@ def test_main_table_means_cis_and_formats(tmp_path):
         assert (tmp_path / "results" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_generation_note_names_vllm_decoding(tmp_path):
+    """HF generate and vLLM draw other samples: a table says which decoded its columns (old
+    summaries without decoding.backend were HF's)."""
+    decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 256, "limit": 10, "backend": "vllm"}
+    cfg = write_results(tmp_path, full_scores(BASE), decoding=decoding)
+    assert cli(["aggregate", "--config", str(cfg)]) == 0
+    md = (tmp_path / "results" / "tables" / "main.md").read_text()
+    assert "k=1, temperature 0, up to 256 new tokens (vLLM)." in md
+
+
 def test_greedy_reference_rows_are_one_measurement_sampled_ones_are_not(tmp_path):
     """tropd eval reuses one greedy evaluation of the teacher and the untrained student for every
     seed: that is one measurement, shown without an interval or an n=, not three seeds that agree."""

@@ -51,7 +51,9 @@ def test_eval_summary_schema_and_determinism(profile, tmp_path):
     b = _eval(cfg, models / "teacher", "tiny_math", tmp_path / "b.json", *args)
     assert set(a) == KEYS
     assert a["domain"] == "math" and a["primary"] == "acc" and a["n_items"] == 4 and a["n_samples"] == 8
-    assert a["decoding"] == {"k": 2, "temperature": 1.0, "max_new_tokens": 12, "seed": 7, "limit": 4}
+    rows = read_jsonl(tmp_path / "a.samples.jsonl")
+    assert a["decoding"] == {"k": 2, "temperature": 1.0, "max_new_tokens": 12, "seed": 7, "limit": 4,
+                             "backend": "hf", "tokens_generated": sum(r["n_tokens"] for r in rows)}
     assert a["config_hash"] and isinstance(a["code_version"], str) and a["model"] == str(models / "teacher")
     from importlib.metadata import version
 

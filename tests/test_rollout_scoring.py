@@ -11,6 +11,8 @@ from tropd.rollout.fake import FakeBackend
 from tropd.rollout.hf import HFBackend, decode
 from tropd.scoring import student_forward, teacher_score
 
+from conftest import padded
+
 V = 23
 
 
@@ -180,3 +182,45 @@ def test_sampler_matches_distribution_and_is_batch_independent():
     one = sample_rows(p.log().expand(1, 4), torch.tensor([123]), t=7)
     many = sample_rows(p.log().expand(3, 4), torch.tensor([5, 123, 9]), t=7)
     assert one[0] == many[1]
+
+
+# ----------------------------------------------------------------------------- padded output layers
+
+
+def test_shared_vocab_is_the_smaller_layer_and_covers_the_tokenizer(models):
+    from tropd.errors import UserError
+    from tropd.models import shared_vocab
+
+    s, t = models
+    tp = padded(t, 5)
+    assert shared_vocab(tp, s, [0] * V) == V and shared_vocab(s, tp, [0] * V) == V
+    assert shared_vocab(tp, padded(s, 2), [0] * V) == V + 2
+    with pytest.raises(UserError, match=f"student's output layer has {V} rows but the tokenizer has {V + 1}"):
+        shared_vocab(tp, s, [0] * (V + 1))
+
+
+def test_a_padded_output_layer_scores_and_samples_like_the_unpadded_model(models):
+    """Cut to the shared rows, a model with extra output rows is the model without them: same teacher
+    scores, student log-probs and samples; uncut, its padding rows would take the mass."""
+    s, t = models
+    tp, sp = padded(t, 5), padded(s, 3, seed=6)
+    b = collect("student", HFBackend(s, t, {2}, 0), [[3, 4, 5], [6, 7]], [[1], [1]], 2, None, step=0,
+                total_steps=1, seed=0, max_new_tokens=7, temperature=1.0, top_p=1.0, pad_id=0)
+    with torch.no_grad():
+        ref_t = teacher_score(t, b, 4, chunk=3)
+        cut_t = teacher_score(tp, b, 4, chunk=3, vocab=V)
+        ref_s = student_forward(s, b, ref_t["teacher_topk_ids_BTK"], chunk=3)
+        cut_s = student_forward(sp, b, ref_t["teacher_topk_ids_BTK"], chunk=3, vocab=V)
+        uncut = teacher_score(tp, b, 4, chunk=3)
+    for key, val in ref_t.items():
+        assert torch.allclose(cut_t[key].float(), val.float(), atol=1e-5), key
+    for key, val in ref_s.items():
+        assert torch.allclose(cut_s[key], val, atol=1e-5), key
+    m = b.response_mask_BT
+    assert (uncut["teacher_logp_BT"][m] - ref_t["teacher_logp_BT"][m]).abs().max() > 1.0  # the cut matters
+    prompts, seeds = [[3, 4, 5], [6, 7], [8]], [11, 12, 13]
+    ref = decode([t], prompts, [6] * 3, seeds, {2}, 0)
+    cut = decode([tp], prompts, [6] * 3, seeds, {2}, 0, vocab=V)
+    assert [r[0] for r in cut] == [r[0] for r in ref] and [r[2] for r in cut] == [r[2] for r in ref]
+    assert all(a == pytest.approx(b, abs=1e-5) for (_, a, _), (_, b, _) in zip(cut, ref))
+    assert any(tok >= V for ids, _, _ in decode([tp], prompts, [6] * 3, seeds, {2}, 0) for tok in ids)

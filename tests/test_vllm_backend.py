@@ -7,6 +7,7 @@ the request seed alone, so the checks here are about the plumbing, not about vLL
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -69,7 +70,7 @@ class FakeLLM:
             ids, lps = [], []
             for _ in range(sp.max_tokens):
                 tok = int(torch.randint(3, V, (), generator=g))
-                if ids and float(torch.rand((), generator=g)) < 0.2:
+                if ids and float(torch.rand((), generator=g)) < 0.2 and sp.stop_token_ids:
                     tok = sp.stop_token_ids[0]
                 ids.append(tok)
                 # the sampled token plus a top-1 alternative, as vLLM returns them with logprobs=1
@@ -196,6 +197,21 @@ def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
     assert batch.from_teacher_BT.any()
 
 
+def test_an_engine_with_padded_output_rows_samples_only_the_shared_ids(fake_vllm, models, tmp_path):
+    """A teacher padded past the student's output layer (paper-deepseek) samples its guidance prefixes
+    with allowed_token_ids = the shared rows; the student engine, which has no extra rows, without."""
+    from conftest import padded
+
+    padded(models[1], 4).save_pretrained(tmp_path / "teacher")
+    t = type(models[1]).from_pretrained(tmp_path / "teacher")
+    b = backend((models[0], t), vocab=V)
+    b.sample("teacher", [[3, 4]], [4], [1])
+    b.sample("student", [[3, 4]], [4], [1])
+    student, teacher = FakeLLM.instances
+    assert [sp.allowed_token_ids for _, sp in teacher.requests] == [list(range(V))]
+    assert not any(hasattr(sp, "allowed_token_ids") for _, sp in student.requests)
+
+
 def test_trb_blend_is_refused(fake_vllm, models):
     with pytest.raises(UserError, match="backend=hf"):
         backend(models).sample_blend([[3]], [4], [1], combine=None)
@@ -290,6 +306,113 @@ def test_backend_built_through_make_backend(fake_vllm, models):
     assert FakeLLM.instances[0].kw["tensor_parallel_size"] == 2 and FakeLLM.instances[0].kw["enforce_eager"]
 
 
+# ----------------------------------------------------------------------------- evaluation decoding
+
+
+@pytest.fixture
+def vllm_eval_profile(tmp_path):
+    """A throw-away profile with eval.backend: vllm and 5 held-out tiny_math items."""
+    import yaml
+    from conftest import build_profile
+
+    from tropd.io import atomic_write_jsonl
+    from tropd.tiny.synthetic import generate, held_out_rows
+
+    cfg = build_profile(tmp_path)
+    _, items = generate("math", 0, 4, 5)
+    atomic_write_jsonl(tmp_path / "data" / "math" / "test.jsonl", held_out_rows("math", items))
+    data = yaml.safe_load(cfg.read_text())
+    data["eval"] = {"tasks": ["tiny_math"], "max_new_tokens": 9, "backend": "vllm", "dtype": "bfloat16",
+                    "gpu_memory_utilization": 0.8}
+    data["vllm"] = {"enforce_eager": True}
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_eval_decodes_with_one_vllm_engine_and_a_seed_per_sample(fake_vllm, vllm_eval_profile, tmp_path):
+    from tropd.cli import main
+    from tropd.config import load_config
+    from tropd.eval.generate import encode_prompts
+    from tropd.eval.tasks import get_task, load_items
+    from tropd.io import read_jsonl
+    from tropd.models import load_tokenizer
+    from tropd.seeding import derive_seed
+
+    cfg = load_config(vllm_eval_profile)
+    model = cfg.resolve(cfg.student.path)
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.json"
+        assert main(["eval", "--config", str(vllm_eval_profile), "--model", str(model), "--task", "tiny_math",
+                     "--out", str(out), "--k", "3", "--temperature", "0.7", "--seed", "4"]) == 0
+        outs.append(json.loads(out.read_text()))
+    llm = FakeLLM.instances[0]
+    assert len(FakeLLM.instances) == 2  # one engine per tropd eval process
+    tok = load_tokenizer(cfg.student)
+    items = load_items(get_task("tiny_math"), cfg)
+    longest = max(len(p) for p in encode_prompts(tok, [it.prompt for it in items]))
+    kw = llm.kw
+    assert kw["model"] == str(model) and kw["dtype"] == "bfloat16" and kw["max_model_len"] == longest + 9
+    assert kw["gpu_memory_utilization"] == 0.8 and kw["enforce_eager"] and kw["skip_tokenizer_init"]
+    # one request per (item, sample), the tokenized chat prompt, its own seed
+    assert len(llm.requests) == 3 * len(items)
+    assert [r[0] for r in llm.requests[:3]] == [encode_prompts(tok, [items[0].prompt])[0]] * 3
+    assert [sp.seed for _, sp in llm.requests[:4]] == [derive_seed(4, "eval", "tiny_math", items[i].id, j)
+                                                         for i, j in ((0, 0), (0, 1), (0, 2), (1, 0))]
+    assert all(sp.max_tokens == 9 and sp.temperature == 0.7 and sp.stop_token_ids == [tok.eos_token_id]
+               for _, sp in llm.requests)
+    a, b = outs
+    assert a["decoding"]["backend"] == "vllm" and a["n_samples"] == 3 * len(items)
+    rows = read_jsonl(tmp_path / "a.samples.jsonl")
+    assert a["decoding"]["tokens_generated"] == sum(r["n_tokens"] for r in rows) > 0
+    assert all(r["n_tokens"] <= 9 for r in rows) and any(r["finished"] for r in rows)
+    assert [r["completion"] for r in rows] == [r["completion"] for r in read_jsonl(tmp_path / "b.samples.jsonl")]
+    assert a["metrics"] == b["metrics"]
+
+
+def test_eval_without_vllm_is_a_one_line_error(monkeypatch, vllm_eval_profile, tmp_path, capsys):
+    from tropd.cli import main
+    from tropd.config import load_config
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    cfg = load_config(vllm_eval_profile)
+    out = tmp_path / "never.json"
+    assert main(["eval", "--config", str(vllm_eval_profile), "--model", str(cfg.resolve(cfg.student.path)),
+                 "--task", "tiny_math", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "eval.backend=vllm needs vLLM" in line and not out.exists()
+
+
+def test_bench_backends_times_both_backends_on_one_model(fake_vllm, models, tmp_path):
+    """`tropd bench --backends` (the GPU check of vLLM against HF tokens/s) on the fake engine: both
+    backends sample the same rows for max_new tokens each, and the report is written."""
+    from tropd.cli import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--backends", models[0].name_or_path, "--out", str(out), "--rows", "3",
+                 "--max-new", "5", "--repeats", "2"]) == 0
+    r = json.loads((out / "backends.json").read_text())
+    assert r["backends"]["hf"]["tokens"] == 15 and len(r["backends"]["hf"]["times_s"]) == 2
+    assert r["backends"]["vllm"]["tokens"] == 15 and r["vllm_over_hf"] > 0
+    (llm,) = FakeLLM.instances
+    assert len(llm.requests) == 3 * 3  # a warm-up round and two timed ones
+    assert all(sp.max_tokens == 5 and sp.stop_token_ids == [] for _, sp in llm.requests)
+    assert "vLLM / HF tokens/s" in (out / "backends.md").read_text()
+
+
+def test_bench_random_model_has_the_shape_asked_for(tmp_path):
+    from tropd.benchlib.backends import QWEN2_1_5B, random_model
+
+    shape = {**QWEN2_1_5B, "num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+             "num_attention_heads": 4, "vocab_size": 97}
+    path = random_model(tmp_path / "m", shape)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2" and cfg["num_key_value_heads"] == 2 and cfg["vocab_size"] == 97
+    mtime = (tmp_path / "m" / "config.json").stat().st_mtime_ns
+    assert random_model(path, shape) == path and (tmp_path / "m" / "config.json").stat().st_mtime_ns == mtime
+    assert QWEN2_1_5B["num_hidden_layers"] == 28 and QWEN2_1_5B["vocab_size"] == 151936
+
+
 # ----------------------------------------------------------------------------- real vLLM on a GPU
 
 
@@ -331,3 +454,31 @@ def test_vllm_end_to_end_on_gpu(tmp_path):
     guided = collect("teacher", b, prompts, [[1]] * 3, 1, None, step=0, total_steps=1, seed=0,
                      max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     assert guided.from_teacher_BT[guided.response_mask_BT].all()
+
+
+@pytest.mark.gpu
+def test_vllm_eval_decoding_on_gpu(tmp_path):
+    """Real vLLM evaluation decoding: greedy texts agree with HF generate's (same prompts, same model;
+    bf16 kernels may split a near-tie, so most rather than all), and seeded sampling repeats."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    vllm = pytest.importorskip("vllm")
+    from conftest import make_tokenizer
+
+    from tropd.eval.generate import generate
+    from tropd.eval.vllm_generate import engine_args, generate_vllm
+
+    tok = make_tokenizer(tmp_path / "m")
+    m = build_llama(len(tok), 128, 2, heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0, seed=3,
+                    max_positions=256)
+    m.to(torch.bfloat16).save_pretrained(tmp_path / "m")
+    model = type(m).from_pretrained(tmp_path / "m", dtype=torch.bfloat16).cuda()
+    prompts, ids = ["12+5?", "3*4?", "what is 7-2?"], ["a", "b", "c"]
+    llm = vllm.LLM(**engine_args(str(tmp_path / "m"), "bfloat16", 128, 0.3, True, {}))
+    greedy_v = generate_vllm(llm, tok, prompts, 1, 0.0, 24, 0, "t", ids)
+    greedy_h = generate(model, tok, prompts, 1, 0.0, 24, 0, "t", ids)
+    assert sum(a.text == b.text for a, b in zip(greedy_v, greedy_h)) >= 2
+    first = generate_vllm(llm, tok, prompts, 4, 1.0, 24, 5, "t", ids)
+    again = generate_vllm(llm, tok, prompts[::-1], 4, 1.0, 24, 5, "t", ids[::-1])
+    by_key = {(ids[g.item], g.sample): g.text for g in first}
+    assert all(by_key[(ids[::-1][g.item], g.sample)] == g.text for g in again)

@@ -2,6 +2,7 @@
 
     tropd bench --out results/bench            # about 2 minutes on a 2-core CPU
     tropd bench --out /tmp/b --quick           # small sizes, seconds (tests)
+    tropd bench --backends MODEL_DIR --out results/bench/gpu   # vLLM vs HF rollout tokens/s (GPU)
 
 Writes OUT/summary.json and OUT/summary.md (atomically) with:
 - loss_memory_ratio   : peak memory of the chunked TrOPD loss path / naive full-vocabulary path
@@ -91,6 +92,8 @@ def bench_memory(sizes: dict, teacher: bool, extra: list[tuple], fresh_process: 
 
 
 def bench_main(args) -> int:
+    if args.backends:
+        return backends_main(args)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     t_start = time.time()
@@ -144,4 +147,29 @@ def bench_main(args) -> int:
     _log(f"wrote {out / 'summary.json'} and summary.md in {summary['wall_s']:.0f} s")
     for k, ok in summary["meets_goal"].items():
         print(f"{k:22s} {summary[k]:.3f}  {'meets' if ok else 'MISSES'} goal")
+    return 0
+
+
+def backends_main(args) -> int:
+    """`--backends MODEL_DIR`: tropd.benchlib.backends, written to OUT/backends.{json,md}."""
+    from tropd.benchlib import backends
+    from tropd.errors import UserError
+
+    model = args.backends
+    if model == "random":
+        from tropd.config import REPO_ROOT
+
+        model = backends.random_model(REPO_ROOT / "models" / "bench" / "random-qwen2-1.5b")  # gitignored
+    elif not Path(model).is_dir():
+        raise UserError(f"--backends {model}: not a model folder (or `random`)")
+    if min(args.rows, args.max_new, args.repeats) < 1:
+        raise UserError("--rows, --max-new and --repeats must be >= 1")
+    _log(f"rollout backends on {model}: {args.rows} rows x {args.max_new} tokens, {args.repeats} rounds")
+    res = backends.run(model, args.rows, args.max_new, args.repeats, progress=_log)
+    out = Path(args.out)
+    atomic_write_json(out / "backends.json", res)
+    atomic_write_text(out / "backends.md", backends.render(res))
+    for name, b in res["backends"].items():
+        print(f"{name:5s} {b['tok_s']:10.0f} tokens/s ({b['tokens']:.0f} tokens in {b['median_s']:.2f} s)")
+    print(f"vllm / hf: {res['vllm_over_hf']:.2f} -> {out / 'backends.md'}")
     return 0

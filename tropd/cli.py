@@ -63,6 +63,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed and memory benchmarks -> results/bench/")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    p.add_argument("--backends", metavar="MODEL_DIR",
+                   help="instead: rollout tokens/s of the vllm against the hf backend on this model (GPU)")
+    p.add_argument("--rows", type=int, default=256, help="--backends: sequences per rollout")
+    p.add_argument("--max-new", type=int, default=1024, help="--backends: new tokens per sequence")
+    p.add_argument("--repeats", type=int, default=3, help="--backends: timed rounds")
     return ap
 
 

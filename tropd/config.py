@@ -148,10 +148,18 @@ class EvalConfig:
     max_new_tokens: int = 64
     limit: int = 0  # 0 = every item
     task_limits: dict[str, int] = field(default_factory=dict)  # per-task `limit` (e.g. {mmlu: 500})
-    batch_size: int = 64
+    batch_size: int = 64  # HF generate's batch (and MMLU's); vLLM schedules its own
+    # Generation: hf (transformers generate, CPU or GPU) or vllm (the `gpu` extra; one engine per
+    # evaluated model, tropd/eval/vllm_generate.py). Samples differ between the two: keep one per table.
+    backend: Literal["hf", "vllm"] = "hf"
+    gpu_memory_utilization: float = 0.9  # the vLLM eval engine's share of its GPU (an eval job owns it)
     # Every evaluated model (teacher, untrained student, each trained student) is loaded in this
     # dtype, so that the rows of a table differ only by their weights.
     dtype: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init_check__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"eval.gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
 
 
 @dataclass

@@ -4,12 +4,16 @@ Both write, atomically, a per-sample JSONL beside OUT (OUT with .json replaced b
 and the summary JSON OUT that the aggregate step reads:
 
   {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics": {name: {"mean", "ci95"}},
-   "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit"}, "config_hash",
+   "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit", "backend", "tokens_generated"},
+   "config_hash",
    "code_version", "versions", "wall_s"}
 
 Metric values are fractions in [0, 1]; ci95 is a seeded percentile bootstrap over items
 (tropd.eval.stats). `score` cannot know how the completions were decoded: its decoding block has
-k = the fewest samples of any id, and null temperature / max_new_tokens / seed. `versions` are the
+k = the fewest samples of any id, and null temperature / max_new_tokens / seed. `backend` is the
+generator (eval.backend: hf, or vllm, tropd.eval.vllm_generate); log-likelihood tasks (MMLU) always
+score with the HF model. `tokens_generated` over `wall_s` is the job's decoding rate, to size
+`workflow.runtime_eval` from a first job. `versions` are the
 packages that produced the numbers (tropd.versions.package_versions: torch, transformers, the
 graders' libraries, whether NLTK's punkt_tab data was there); `tropd aggregate` prints them.
 """
@@ -102,7 +106,8 @@ def eval_main(args: argparse.Namespace) -> int:
         raise UserError("--task: no task given")
     if len(names) > 1 and "{task}" not in args.out:
         raise UserError(f"--out {args.out}: several tasks need a {{task}} placeholder in --out")
-    tasks = [get_task(n) for n in names]
+    # Generated tasks before log-likelihood ones: with eval.backend vllm, one switch of engine at most.
+    tasks = sorted((get_task(n) for n in names), key=lambda t: t.grader == "mmlu")
     e = cfg.eval
     k = args.k if args.k is not None else e.k
     temperature = args.temperature if args.temperature is not None else e.temperature
@@ -119,10 +124,12 @@ def eval_main(args: argparse.Namespace) -> int:
     if len(seeds) > 1 and "{seed}" not in args.out:
         raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
     items_by_task = [load_items(task, cfg, n) for task, n in zip(tasks, limits)]  # every input checked first
+    if e.backend == "vllm" and any(t.grader != "mmlu" for t in tasks):
+        from tropd.eval.vllm_generate import import_vllm
+
+        import_vllm()  # a missing `gpu` extra fails here, before any model is loaded
 
     import torch
-
-    from tropd.models import load_model, load_tokenizer
 
     if cfg.train.num_threads > 0:
         # A GPU profile's eval job gets one GPU's share of the train threads (workflow/rules/common.smk
@@ -132,16 +139,16 @@ def eval_main(args: argparse.Namespace) -> int:
     loaded, done = None, {}
     for seed in seeds:
         path = args.model.replace("{seed}", str(seed))
-        if loaded is None or loaded[0] != path:  # reference models are the same for every seed
-            spec = _model_spec(cfg, path)
-            loaded = (path, load_model(spec, role="eval model"), load_tokenizer(spec))
-        _, model, tok = loaded
+        if loaded is None or loaded.path != path:  # reference models are the same for every seed
+            if loaded is not None:
+                loaded.close()
+            loaded = _Model(cfg, path, [[it.prompt for it in items] for items in items_by_task], max_new)
         for task, items, limit in zip(tasks, items_by_task, limits):
             t1 = time.time()
             out = args.out.replace("{seed}", str(seed)).replace("{task}", task.name)
             # Greedy decoding does not depend on the seed: the same model's other seeds reuse the result.
             reuse = done.get((path, task.name)) if temperature == 0 and k == 1 else None
-            rows, per_item, decoding = reuse or _eval_task(task, items, model, tok, seed, cfg, k,
+            rows, per_item, decoding = reuse or _eval_task(task, items, loaded, seed, cfg, k,
                                                            temperature, max_new, limit)
             done[(path, task.name)] = (rows, per_item, decoding)
             _write(out, task, rows, per_item, path, {**decoding, "seed": seed}, cfg, t1)
@@ -149,29 +156,94 @@ def eval_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_task(task, items, model, tok, seed, cfg, k, temperature, max_new, limit):
+class _Model:
+    """One evaluated model, each part loaded on first use: the HF model (eval.backend hf, and the
+    log-likelihood tasks under either backend) and the vLLM engine (eval.backend vllm), whose context
+    is sized for the longest prompt of the job's tasks plus `max_new` tokens. The engine takes most of
+    the GPU, so loading one part frees the other (eval_main runs the generated tasks first)."""
+
+    def __init__(self, cfg: RunConfig, path: str, prompt_lists: list[list[str]], max_new: int):
+        from tropd.models import check_exists, load_tokenizer
+
+        self.cfg, self.path, self.spec = cfg, path, _model_spec(cfg, path)
+        check_exists(self.spec, "eval model")
+        self.tok = load_tokenizer(self.spec)
+        self.prompt_lists, self.max_new = prompt_lists, max_new
+        self._hf = self._llm = None
+
+    @property
+    def hf(self):
+        if self._hf is None:
+            from tropd.models import load_model
+
+            self.close()
+            self._hf = load_model(self.spec, role="eval model")
+        return self._hf
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from tropd.eval.vllm_generate import engine_args, import_vllm, longest_prompt
+            from tropd.models import local_path
+
+            if self.spec.gguf_file:
+                raise UserError(f"eval.backend=vllm: {self.path} is a GGUF file; evaluate it with eval.backend=hf")
+            e, v = self.cfg.eval, self.cfg.vllm
+            self.close()
+            context = longest_prompt(self.tok, self.prompt_lists) + self.max_new
+            self._llm = import_vllm().LLM(**engine_args(
+                local_path(self.spec.path), e.dtype, context, e.gpu_memory_utilization, v.enforce_eager,
+                v.engine_kwargs))
+        return self._llm
+
+    def close(self) -> None:
+        """Free the GPU for the other part, or for the next model (a per_method job evaluates one
+        model per seed)."""
+        import gc
+
+        self._hf = self._llm = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, limit):
     """Generate (or score log-likelihoods) and grade: (rows, per-item results, decoding settings)."""
     e = cfg.eval
+    tok = model.tok
     if task.grader == "mmlu":  # log-likelihood scoring: nothing is generated
         from tropd.eval.graders import mmlu
 
-        results = mmlu.loglik_eval(model, tok, items, e.batch_size, seed)
+        results = mmlu.loglik_eval(model.hf, tok, items, e.batch_size, seed)
         samples = [(i, r["pred"]) for i, r in enumerate(results)]
         rows = [{"id": items[i].id, "sample": 0, "completion": text, **r}
                 for (i, text), r in zip(samples, results)]
-        decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 0, "seed": seed, "limit": limit}
+        decoding = {"k": 1, "temperature": 0.0, "max_new_tokens": 0, "seed": seed, "limit": limit,
+                    "backend": "hf"}
     else:
-        from tropd.eval.generate import generate
         from tropd.eval.graders import grade
 
-        gens = generate(model, tok, [it.prompt for it in items], k, temperature, max_new, seed,
-                        task.name, [it.id for it in items], e.batch_size)
+        prompts, ids = [it.prompt for it in items], [it.id for it in items]
+        if e.backend == "vllm":
+            from tropd.eval.vllm_generate import generate_vllm
+
+            gens = generate_vllm(model.llm, tok, prompts, k, temperature, max_new, seed, task.name, ids)
+        else:
+            from tropd.eval.generate import generate
+
+            gens = generate(model.hf, tok, prompts, k, temperature, max_new, seed, task.name, ids, e.batch_size)
         samples = [(g.item, g.text) for g in gens]
         results = grade(task, items, samples)
         rows = [{"id": items[g.item].id, "sample": g.sample, "completion": g.text, "n_tokens": g.n_tokens,
                  "finished": g.finished, **r} for g, r in zip(gens, results)]
         decoding = {"k": k, "temperature": float(temperature), "max_new_tokens": max_new,
-                    "seed": seed, "limit": limit}
+                    "seed": seed, "limit": limit, "backend": e.backend,
+                    "tokens_generated": sum(g.n_tokens for g in gens)}
     return rows, _per_item(samples, results), decoding
 
 

@@ -35,7 +35,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """A repository-relative folder if it exists there; otherwise the path (or hub id) as given."""
     p = Path(path)
     if not p.is_absolute() and (REPO_ROOT / p).exists():
         return str(REPO_ROOT / p)
@@ -44,7 +45,7 @@ def _local(path: str) -> str:
 
 def check_exists(spec: ModelSpec, role: str) -> None:
     """Fail early, naming the role and path, if a model folder is missing."""
-    path = _local(spec.path)
+    path = local_path(spec.path)
     if not spec.path:
         raise UserError(f"{role}.path is empty")
     looks_local = spec.path.startswith((".", "/")) or "/" not in spec.path or Path(path).exists()
@@ -58,7 +59,7 @@ def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(_local(spec.path), **kw)
+    tok = AutoTokenizer.from_pretrained(local_path(spec.path), **kw)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -73,13 +74,35 @@ def load_model(spec: ModelSpec, role: str = "model", trainable: bool = False, de
 
     check_exists(spec, role)
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(_local(spec.path), dtype=DTYPES[spec.dtype], **kw)
+    model = AutoModelForCausalLM.from_pretrained(local_path(spec.path), dtype=DTYPES[spec.dtype], **kw)
     auto = device is not None and spec.device == "auto"
     model.to(torch.device(device) if auto else resolve_device(spec.device))
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)
     return model
+
+
+def output_rows(model) -> int:
+    """Rows of the model's output layer (its logits' last dimension)."""
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+def shared_vocab(teacher, student, tok) -> int:
+    """How many logit rows teacher and student are compared over: the smaller output layer.
+
+    Output layers are often padded past the tokenizer (DeepSeek-R1-Distill-Qwen-1.5B has 151,936
+    rows, Skywork-OR1-Math-7B 152,064, for the same 151,665 tokens), and the scorer compares the two
+    distributions row for row. Rows past the smaller layer stand for no token, so both models'
+    logits are cut to the shared rows and renormalised there: a no-op for the smaller model, whose
+    behaviour log-probs then stay those it samples with, and a change of the larger one's
+    normaliser by the mass it puts on padding. Rows that the tokenizer uses are never cut."""
+    rows = {"teacher": output_rows(teacher), "student": output_rows(student)}
+    role = min(rows, key=rows.get)
+    if rows[role] < len(tok):
+        raise UserError(f"the {role}'s output layer has {rows[role]} rows but the tokenizer has "
+                        f"{len(tok)} tokens: its logits cannot score every token")
+    return rows[role]
 
 
 def build_llama(vocab_size: int, hidden: int, layers: int, heads: int = 4, ffn_mult: int = 4,

@@ -3,7 +3,8 @@
 Checks, each failing with a one-line reason before any training compute:
 1. the tokenizers share the vocabulary (same token -> id map), the special tokens and the chat
    template (per-token log-probs are only comparable over one vocabulary);
-2. the models' output layers have the same size;
+2. both output layers cover the tokenizer; where one is padded past the other, the extra rows are
+   cut from its logits (tropd.models.shared_vocab) and the report says how many;
 3. the scoring path is consistent: the student scored as its own teacher gives a sampled reverse
    KL of 0 (to float tolerance) on the student's own samples.
 It also reports the teacher-student sampled reverse KL, a first look at the mismatch.
@@ -19,7 +20,7 @@ from tropd.config import RunConfig, config_hash, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
 from tropd.io import atomic_write_json
-from tropd.models import load_model, load_tokenizer
+from tropd.models import load_model, load_tokenizer, output_rows, shared_vocab
 from tropd.rollout import collect, make_backend
 from tropd.scoring import student_forward, teacher_score
 
@@ -46,13 +47,10 @@ def preflight(cfg: RunConfig, n_prompts: int = 4) -> dict:
     check_tokenizers(t_tok, s_tok)
     teacher = load_model(cfg.teacher, "teacher")
     student = load_model(cfg.student, "student")
-    tv = teacher.get_output_embeddings().weight.shape[0]
-    sv = student.get_output_embeddings().weight.shape[0]
-    if tv != sv:
-        raise UserError(f"teacher and student output layers differ in size ({tv} vs {sv})")
+    vocab = shared_vocab(teacher, student, s_tok)
     prompts = load_prompts(cfg, s_tok)
     idx = prompts.indices(0, n_prompts)
-    backend = make_backend("hf", student, teacher, s_tok)
+    backend = make_backend("hf", student, teacher, s_tok, vocab)
     tc = cfg.train
     batch = collect("student", backend, [prompts.prompt_tokens[i] for i in idx],
                     [prompts.reference_tokens[i] for i in idx], 2, None, step=0, total_steps=1,
@@ -61,9 +59,9 @@ def preflight(cfg: RunConfig, n_prompts: int = 4) -> dict:
     batch = batch.to(next(student.parameters()).device)
     m = batch.response_mask_BT
     with torch.no_grad():
-        self_t = teacher_score(student, batch, tc.topk, tc.chunk_size)
-        self_s = student_forward(student, batch, self_t["teacher_topk_ids_BTK"], tc.chunk_size)
-        real_t = teacher_score(teacher, batch, tc.topk, tc.chunk_size)
+        self_t = teacher_score(student, batch, tc.topk, tc.chunk_size, vocab=vocab)
+        self_s = student_forward(student, batch, self_t["teacher_topk_ids_BTK"], tc.chunk_size, vocab=vocab)
+        real_t = teacher_score(teacher, batch, tc.topk, tc.chunk_size, vocab=vocab)
     self_kl = float(((self_s["logp_BT"] - self_t["teacher_logp_BT"]).abs() * m).max())
     topk_gap = float((self_s["student_topk_logp_BTK"] - self_t["teacher_topk_logp_BTK"]).abs().max())
     if self_kl > 1e-4 or topk_gap > 1e-4:
@@ -72,7 +70,9 @@ def preflight(cfg: RunConfig, n_prompts: int = 4) -> dict:
     rkl = float(((self_s["logp_BT"] - real_t["teacher_logp_BT"]) * m).sum() / m.sum().clamp_min(1))
     low = float(((real_t["teacher_logp_BT"] < torch.log(torch.tensor(0.01))) & m).sum() / m.sum().clamp_min(1))
     return {
-        "ok": True, "vocab_size": len(s_tok), "self_kl_max_abs": self_kl, "self_topk_gap": topk_gap,
+        "ok": True, "vocab_size": len(s_tok),
+        "output_rows": {"teacher": output_rows(teacher), "student": output_rows(student)},
+        "rows_compared": vocab, "self_kl_max_abs": self_kl, "self_topk_gap": topk_gap,
         "teacher_student_rkl": rkl, "frac_student_tokens_teacher_prob_below_0.01": low,
         "config_hash": config_hash(cfg), "wall_s": time.time() - t0,
     }
@@ -83,7 +83,11 @@ def preflight_main(args) -> int:
     report = preflight(cfg)
     if args.out:
         atomic_write_json(Path(args.out), report)
-    print(f"preflight ok: vocab {report['vocab_size']}, self-KL {report['self_kl_max_abs']:.1e}, "
+    rows = report["output_rows"]
+    cut = "" if rows["teacher"] == rows["student"] else (
+        f" (output layers {rows['teacher']} / {rows['student']} rows: compared over the first "
+        f"{report['rows_compared']})")
+    print(f"preflight ok: vocab {report['vocab_size']}{cut}, self-KL {report['self_kl_max_abs']:.1e}, "
           f"teacher-student sampled RKL {report['teacher_student_rkl']:.3f}, "
           f"{100 * report['frac_student_tokens_teacher_prob_below_0.01']:.1f}% of student tokens "
           f"have teacher prob < 0.01")

@@ -6,6 +6,9 @@ log-probs at the teacher's top-k ids, and the entropy. A (B, T, V) tensor exists
 that declare `full_logits` (GKD). For the student each chunk runs under activation checkpointing,
 so its (B, chunk, V) logits are freed after the forward and recomputed in backward: peak memory
 grows with B*T*K plus one chunk's B*chunk*V, not with B*T*V.
+
+`vocab` (tropd.models.shared_vocab) keeps the first `vocab` rows of an output layer that is padded
+past the other model's, so that teacher and student distributions are over the same rows.
 """
 from __future__ import annotations
 
@@ -28,6 +31,14 @@ def _hidden_and_head(model, batch: RolloutBatch):
     return h_BLD[:, P - 1 : P - 1 + T], head
 
 
+def _head_weights(head, vocab: int | None):
+    """The output layer's (weight (V, D), bias (V,) or None), cut to the first `vocab` rows."""
+    w, b = head.weight, getattr(head, "bias", None)
+    if vocab is None or vocab >= w.shape[0]:
+        return w, b
+    return w[:vocab], (b[:vocab] if b is not None else None)
+
+
 def _chunk_stats(h_BcD, weight_VD, bias_V, tgt_Bc, ids_BcK, want_logits: bool):
     logp_BcV = F.linear(h_BcD, weight_VD, bias_V).float().log_softmax(-1)
     tok_Bc = logp_BcV.gather(-1, tgt_Bc[..., None]).squeeze(-1)
@@ -43,7 +54,8 @@ def _targets(batch: RolloutBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logits: bool = False) -> dict:
+def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logits: bool = False,
+                  vocab: int | None = None) -> dict:
     """Teacher log-prob of each sampled token, top-k (ids, log-probs), entropy; (B, T[, K]) each.
 
     A teacher on another device than the batch (`teacher.device: cuda:1`) gets the batch moved to
@@ -51,14 +63,15 @@ def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logi
     home = batch.input_ids_BL.device
     there = next(teacher.parameters()).device
     if there != home:
-        out = teacher_score(teacher, batch.to(there), topk, chunk, full_logits)
+        out = teacher_score(teacher, batch.to(there), topk, chunk, full_logits, vocab)
         return {k: v.to(home) for k, v in out.items()}
     h_BTD, head = _hidden_and_head(teacher, batch)
     tgt_BT = _targets(batch)
-    k = min(topk, head.weight.shape[0])
+    weight_VD, bias_V = _head_weights(head, vocab)
+    k = min(topk, weight_VD.shape[0])
     tok, ids, lps, ent, full = [], [], [], [], []
     for s in range(0, h_BTD.shape[1], chunk):
-        logp_BcV = head(h_BTD[:, s : s + chunk]).float().log_softmax(-1)
+        logp_BcV = F.linear(h_BTD[:, s : s + chunk], weight_VD, bias_V).float().log_softmax(-1)
         tok.append(logp_BcV.gather(-1, tgt_BT[:, s : s + chunk, None]).squeeze(-1))
         v, i = logp_BcV.topk(k, dim=-1)
         lps.append(v)
@@ -78,15 +91,15 @@ def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logi
 
 
 def student_forward(student, batch: RolloutBatch, topk_ids_BTK: torch.Tensor | None, chunk: int,
-                    full_logits: bool = False) -> dict:
+                    full_logits: bool = False, vocab: int | None = None) -> dict:
     """Student log-probs (with grad) of sampled tokens and at the teacher's top-k ids; entropy."""
     h_BTD, head = _hidden_and_head(student, batch)
     tgt_BT = _targets(batch)
-    bias = getattr(head, "bias", None)
+    weight_VD, bias_V = _head_weights(head, vocab)
     tok, topk, ent, full = [], [], [], []
     for s in range(0, h_BTD.shape[1], chunk):
         ids = topk_ids_BTK[:, s : s + chunk] if topk_ids_BTK is not None else None
-        args = (h_BTD[:, s : s + chunk], head.weight, bias, tgt_BT[:, s : s + chunk], ids, full_logits)
+        args = (h_BTD[:, s : s + chunk], weight_VD, bias_V, tgt_BT[:, s : s + chunk], ids, full_logits)
         if torch.is_grad_enabled() and not full_logits:
             t, k, e, f = checkpoint(_chunk_stats, *args, use_reentrant=False)
         else:

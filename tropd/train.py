@@ -33,7 +33,7 @@ from tropd.dist import World
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison, set_method
 from tropd.io import atomic_write_json, atomic_write_text
-from tropd.models import load_model, load_tokenizer
+from tropd.models import load_model, load_tokenizer, shared_vocab
 from tropd.preflight import check_tokenizers
 from tropd.reduce import masked_mean, reduce_loss, step_count
 from tropd.registry import StepContext, TokenStats, get_method
@@ -87,6 +87,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     prompts = load_prompts(cfg, tok)
     student = load_model(cfg.student, "student", trainable=True, device=world.device)
     teacher = load_model(cfg.teacher, "teacher", device=world.device)
+    vocab = shared_vocab(teacher, student, tok)  # the logit rows compared and sampled from
     if tc.gradient_checkpointing:
         student.gradient_checkpointing_enable()
     # `policy` is what the rollouts and the training forward call: the student, or under FSDP its
@@ -94,7 +95,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     policy = world.prepare_student(student)
     optimizer, scheduler = make_optimizer(student, tc)
     # vLLM gets the model itself (its path, and the shards gathered at each weight sync).
-    backend = make_backend(tc.backend, student if tc.backend == "vllm" else policy, teacher, tok,
+    backend = make_backend(tc.backend, student if tc.backend == "vllm" else policy, teacher, tok, vocab,
                            **(dataclasses.asdict(cfg.vllm) if tc.backend == "vllm" else {}))
     pad_id = tok.pad_token_id
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
@@ -166,14 +167,15 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             micro = batch.select(slice(mb, mb + tc.micro_batch))
             ctx = StepContext(step, tc.steps, micro.row_seeds(cfg.seed, step))
             t0 = time.perf_counter()
-            scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, "full_logits" in method.needs)
+            full = "full_logits" in method.needs
+            scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, full, vocab)
                       if method.scores_teacher else
                       {"teacher_logp_BT": torch.full_like(micro.behav_logp_BT, float("nan"))})
             t_score += time.perf_counter() - t0
             t0 = time.perf_counter()
             # bf16 for the student forward only, closed before backward and the step; the method
             # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
-            args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, "full_logits" in method.needs)
+            args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, full, vocab)
             with accelerator.autocast():
                 stud = student_forward(student, *args) if policy is student else policy(*args, fn=student_forward)
             # The method sees only the tokens it trains on, so a selection (Entropy-OPD's top 20%,

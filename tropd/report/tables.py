@@ -164,11 +164,13 @@ def eval_note(res: Results) -> str:
         sizes = sorted({e.n_items for e in got if e.n_items is not None})
         if sizes:
             parts.append(f"{TASK_LABELS.get(t, t)} {'/'.join(map(str, sizes))}")
-        decodings |= {(e.decoding.get("k"), e.decoding.get("temperature"), e.decoding.get("max_new_tokens"))
-                      for e in got if e.decoding.get("max_new_tokens")}  # 0: log-likelihood, nothing decoded
+        # 0 new tokens: log-likelihood, nothing decoded. Summaries from before eval.backend are HF's.
+        decodings |= {(e.decoding.get("k"), e.decoding.get("temperature"), e.decoding.get("max_new_tokens"),
+                       e.decoding.get("backend", "hf")) for e in got if e.decoding.get("max_new_tokens")}
     if not parts:
         return ""
-    how = "; ".join(f"k={k}, temperature {temp:g}, up to {m} new tokens" for k, temp, m in sorted(decodings))
+    how = "; ".join(f"k={k}, temperature {temp:g}, up to {m} new tokens" + (" (vLLM)" if b == "vllm" else "")
+                    for k, temp, m, b in sorted(decodings))
     spread = [TASK_LABELS.get(t, t) for t in res.tasks if t in TASKS and TASKS[t].subset == "spread"]
     rule = "where fewer than the test set: its first items" + (
         f"; {', '.join(spread)}: items spread evenly over the file, which is sorted by subject" if spread else "")

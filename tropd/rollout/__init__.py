@@ -31,13 +31,14 @@ def rollout_kind(method, params: Any) -> str:
     return method.rollout
 
 
-def make_backend(name: str, student, teacher, tok, **kw):
+def make_backend(name: str, student, teacher, tok, vocab: int | None = None, **kw):
+    """`vocab`: the logit rows both models share (tropd.models.shared_vocab); None = all."""
     eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if name == "hf":
         from tropd.rollout.hf import HFBackend
 
-        return HFBackend(student, teacher, eos, pad)
+        return HFBackend(student, teacher, eos, pad, vocab)
     if name == "fake":
         from tropd.rollout.fake import FakeBackend
 
@@ -45,7 +46,7 @@ def make_backend(name: str, student, teacher, tok, **kw):
     if name == "vllm":
         from tropd.rollout.vllm import VLLMBackend  # lazy: the `gpu` extra
 
-        return VLLMBackend(student, teacher, tok, eos, pad, **kw)
+        return VLLMBackend(student, teacher, tok, eos, pad, vocab=vocab, **kw)
     raise ValueError(f"unknown rollout backend {name!r}")
 
 

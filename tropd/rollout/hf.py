@@ -53,10 +53,13 @@ def decode(
     temperature: float = 1.0,
     top_p: float = 1.0,
     combine: Combine | None = None,
+    vocab: int | None = None,
 ) -> list[tuple[list[int], list[float], bool]]:
     """Sample continuations of `prompts`; returns (token ids, behaviour log-probs, finished) per row.
 
-    temperature 0 is greedy (log-probs then are those of the untempered distribution).
+    temperature 0 is greedy (log-probs then are those of the untempered distribution). `vocab` cuts
+    every model's logits to their first `vocab` rows (tropd.models.shared_vocab), so no model
+    samples a padding row the other cannot score.
     """
     from transformers import DynamicCache
 
@@ -86,7 +89,7 @@ def decode(
         logps = []
         for m, md, cache, kw in zip(models, devices, caches, cache_kws):  # a teacher may sit elsewhere
             logits = m(input_ids=step_ids.to(md), attention_mask=att.to(md), position_ids=step_pos.to(md),
-                       use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1].float()
+                       use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1, :vocab].float()
             logps.append(logits.log_softmax(-1).to(device))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:
@@ -124,9 +127,9 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, student, teacher, eos_ids: set[int], pad_id: int):
+    def __init__(self, student, teacher, eos_ids: set[int], pad_id: int, vocab: int | None = None):
         self.student, self.teacher = student, teacher
-        self.eos_ids, self.pad_id = eos_ids, pad_id
+        self.eos_ids, self.pad_id, self.vocab = eos_ids, pad_id, vocab
 
     def sample(self, role: str, prompts, max_new, seeds, temperature=1.0, top_p=1.0):
         model = self.student if role == "student" else self.teacher
@@ -134,7 +137,8 @@ class HFBackend:
         model.eval()
         try:
             with _gathered(model):
-                return decode([model], prompts, max_new, seeds, self.eos_ids, self.pad_id, temperature, top_p)
+                return decode([model], prompts, max_new, seeds, self.eos_ids, self.pad_id, temperature, top_p,
+                              vocab=self.vocab)
         finally:
             model.train(was_training)
 
@@ -144,7 +148,7 @@ class HFBackend:
         try:
             with _gathered(self.student):
                 return decode([self.student, self.teacher], prompts, max_new, seeds, self.eos_ids,
-                              self.pad_id, temperature, top_p, combine=combine)
+                              self.pad_id, temperature, top_p, combine=combine, vocab=self.vocab)
         finally:
             self.student.train(was_training)
 

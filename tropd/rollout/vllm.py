@@ -24,6 +24,10 @@ Choices, and why:
   already on the GPU (tropd.rollout.hf), not from a second engine: vLLM's external launcher forces
   every engine into the calling process (it sets VLLM_ENABLE_V1_MULTIPROCESSING=0), and a second
   in-process engine fails, with sleep mode outright ("one instance per process", vLLM issue #18975).
+- An engine whose model has more output rows than the pair shares (`vocab`, tropd.models.shared_vocab)
+  samples with `allowed_token_ids` = the shared rows, so it never writes a padding id the other
+  model cannot score; vLLM applies that mask before it computes processed log-probs, so those stay
+  the log-probs of the distribution sampled from, as the HF backend's cut logits are.
 - TRB's per-token teacher/student blend needs both models' logits at every decoding step inside
   one sampling loop; vLLM has no such hook, so `sample_blend` refuses with a one-line error.
 - Samples are reproducible per seed on one vLLM version and GPU type, not bit-identical to the HF
@@ -35,6 +39,7 @@ import os
 from typing import Any
 
 from tropd.errors import UserError
+from tropd.models import output_rows
 
 # Where the in-process model object lived before `LLM.apply_model` existed (vLLM < 0.9).
 _MODEL_PATHS = (
@@ -54,12 +59,15 @@ def model_path(module, role: str) -> str:
     return str(path)
 
 
-def sampling_params(vllm, max_new: int, seed: int, temperature: float, top_p: float, eos_ids: set[int]):
-    """One request's SamplingParams: its own length limit and seed; the sampled token's log-prob."""
+def sampling_params(vllm, max_new: int, seed: int, temperature: float, top_p: float, eos_ids: set[int],
+                    allowed: list[int] | None = None):
+    """One request's SamplingParams: its own length limit and seed; the sampled token's log-prob;
+    `allowed` token ids only, when given."""
+    extra = {"allowed_token_ids": allowed} if allowed is not None else {}
     return vllm.SamplingParams(
         n=1, temperature=temperature, top_p=top_p, max_tokens=max_new, seed=seed,
         logprobs=1,  # the sampled token's log-prob is always included (plus the top-1)
-        stop_token_ids=sorted(eos_ids), detokenize=False, skip_special_tokens=False,
+        stop_token_ids=sorted(eos_ids), detokenize=False, skip_special_tokens=False, **extra,
     )
 
 
@@ -98,7 +106,8 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, student, teacher, tok, eos_ids: set[int], pad_id: int, **kw: Any):
+    def __init__(self, student, teacher, tok, eos_ids: set[int], pad_id: int, vocab: int | None = None,
+                 **kw: Any):
         try:
             import vllm  # the `gpu` extra; never installed on CPU machines
         except ImportError:
@@ -106,7 +115,10 @@ class VLLMBackend:
                             "(or use train.backend=hf)") from None
         self.vllm = vllm
         self.student, self.teacher, self.tok = student, teacher, tok
-        self.eos_ids, self.pad_id = set(eos_ids), pad_id
+        self.eos_ids, self.pad_id, self.vocab = set(eos_ids), pad_id, vocab
+        # Per role: None, or the shared token ids when the role's output layer is padded past them.
+        self.allowed = {role: list(range(vocab)) if vocab is not None and output_rows(m) > vocab else None
+                        for role, m in (("student", student), ("teacher", teacher))}
         self.kw = kw
         self.sleep = bool(kw.get("sleep", False))
         self.engines: dict[str, Any] = {}
@@ -174,13 +186,13 @@ class VLLMBackend:
         if role == "teacher" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from tropd.rollout.hf import HFBackend
 
-            return HFBackend(self.student, self.teacher, self.eos_ids, self.pad_id).sample(
+            return HFBackend(self.student, self.teacher, self.eos_ids, self.pad_id, self.vocab).sample(
                 "teacher", prompts, max_new, seeds, temperature, top_p)
         llm = self._engine(role)
         live = [k for k, n in enumerate(max_new) if n > 0]  # vLLM refuses max_tokens=0
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]
-        params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids)
-                  for k in live]
+        params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids,
+                                  self.allowed[role]) for k in live]
         outs = llm.generate(reqs, params, use_tqdm=False) if live else []
         self._rest(role)
         results: list[tuple[list[int], list[float], bool]] = [([], [], False)] * len(prompts)
