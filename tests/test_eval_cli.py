@@ -18,7 +18,7 @@ from tropd.io import atomic_write_jsonl, read_jsonl
 from tropd.tiny.synthetic import generate, held_out_rows
 
 KEYS = {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics", "decoding", "config_hash",
-        "code_version", "versions", "wall_s"}
+        "code_version", "versions", "wall_s", "tokens_generated"}
 DOMAINS = ("math", "code", "instruct")
 
 
@@ -53,7 +53,8 @@ def test_eval_summary_schema_and_determinism(profile, tmp_path):
     assert a["domain"] == "math" and a["primary"] == "acc" and a["n_items"] == 4 and a["n_samples"] == 8
     rows = read_jsonl(tmp_path / "a.samples.jsonl")
     assert a["decoding"] == {"k": 2, "temperature": 1.0, "max_new_tokens": 12, "seed": 7, "limit": 4,
-                             "backend": "hf", "tokens_generated": sum(r["n_tokens"] for r in rows)}
+                             "backend": "hf"}
+    assert a["tokens_generated"] == sum(r["n_tokens"] for r in rows) > 0
     assert a["config_hash"] and isinstance(a["code_version"], str) and a["model"] == str(models / "teacher")
     from importlib.metadata import version
 

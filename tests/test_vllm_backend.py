@@ -364,7 +364,7 @@ def test_eval_decodes_with_one_vllm_engine_and_a_seed_per_sample(fake_vllm, vllm
     a, b = outs
     assert a["decoding"]["backend"] == "vllm" and a["n_samples"] == 3 * len(items)
     rows = read_jsonl(tmp_path / "a.samples.jsonl")
-    assert a["decoding"]["tokens_generated"] == sum(r["n_tokens"] for r in rows) > 0
+    assert a["tokens_generated"] == sum(r["n_tokens"] for r in rows) > 0
     assert all(r["n_tokens"] <= 9 for r in rows) and any(r["finished"] for r in rows)
     assert [r["completion"] for r in rows] == [r["completion"] for r in read_jsonl(tmp_path / "b.samples.jsonl")]
     assert a["metrics"] == b["metrics"]

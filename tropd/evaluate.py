@@ -4,16 +4,15 @@ Both write, atomically, a per-sample JSONL beside OUT (OUT with .json replaced b
 and the summary JSON OUT that the aggregate step reads:
 
   {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics": {name: {"mean", "ci95"}},
-   "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit", "backend", "tokens_generated"},
-   "config_hash",
-   "code_version", "versions", "wall_s"}
+   "decoding": {"k", "temperature", "max_new_tokens", "seed", "limit", "backend"}, "tokens_generated",
+   "config_hash", "code_version", "versions", "wall_s"}
 
 Metric values are fractions in [0, 1]; ci95 is a seeded percentile bootstrap over items
 (tropd.eval.stats). `score` cannot know how the completions were decoded: its decoding block has
 k = the fewest samples of any id, and null temperature / max_new_tokens / seed. `backend` is the
 generator (eval.backend: hf, or vllm, tropd.eval.vllm_generate); log-likelihood tasks (MMLU) always
-score with the HF model. `tokens_generated` over `wall_s` is the job's decoding rate, to size
-`workflow.runtime_eval` from a first job. `versions` are the
+score with the HF model. `tokens_generated` (0 for scored files and log-likelihood tasks) over
+`wall_s` is the task's decoding rate, to size `workflow.runtime_eval` from a first job. `versions` are the
 packages that produced the numbers (tropd.versions.package_versions: torch, transformers, the
 graders' libraries, whether NLTK's punkt_tab data was there); `tropd aggregate` prints them.
 """
@@ -73,6 +72,7 @@ def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: 
     summary = {
         "task": task.name, "domain": task.domain, "model": model, "n_items": len(per_item),
         "n_samples": len(rows), "primary": task.primary, "metrics": metrics, "decoding": decoding,
+        "tokens_generated": sum(r.get("n_tokens", 0) for r in rows),
         "config_hash": config_hash(cfg) if cfg is not None else None, "code_version": code_version(),
         "versions": package_versions(), "wall_s": round(time.time() - t0, 3),
     }
@@ -242,8 +242,7 @@ def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, l
         rows = [{"id": items[g.item].id, "sample": g.sample, "completion": g.text, "n_tokens": g.n_tokens,
                  "finished": g.finished, **r} for g, r in zip(gens, results)]
         decoding = {"k": k, "temperature": float(temperature), "max_new_tokens": max_new,
-                    "seed": seed, "limit": limit, "backend": e.backend,
-                    "tokens_generated": sum(g.n_tokens for g in gens)}
+                    "seed": seed, "limit": limit, "backend": e.backend}
     return rows, _per_item(samples, results), decoding
 
 
