@@ -102,6 +102,8 @@ def test_eval_several_seeds_and_tasks_in_one_process(profile, tmp_path):
         for task in ("tiny_math", "tiny_instruct"):
             d = json.loads((tmp_path / f"s{seed}" / f"{task}.json").read_text())
             assert d["task"] == task and d["decoding"]["seed"] == seed
+            # tokens are counted where they were generated: seed 1 reuses seed 0's greedy samples
+            assert (d["tokens_generated"] > 0) == (seed == 0), (seed, task)
     grouped = json.loads((tmp_path / "s1" / "tiny_instruct.json").read_text())
     assert grouped["metrics"] == single["metrics"]
     assert read_jsonl(tmp_path / "s1" / "tiny_instruct.samples.jsonl") == read_jsonl(tmp_path / "one.samples.jsonl")

@@ -215,11 +215,14 @@ def test_preflight_passes_on_shared_tokenizer(tiny_profile, tmp_path):
     assert rep["ok"] and rep["self_kl_max_abs"] < 1e-5 and "preflight ok" in r.stdout
 
 
-def test_a_teacher_with_a_padded_output_layer_trains_like_the_unpadded_one(tiny_profile, tmp_path):
+@pytest.mark.parametrize("method,extra", [("tropd", ["method.params.guided_fraction=1.0"]), ("gkd", []),
+                                          ("trb", [])])
+def test_a_teacher_with_a_padded_output_layer_trains_like_the_unpadded_one(tiny_profile, tmp_path, method, extra):
     """Real pairs differ in output rows past the tokenizer (paper-deepseek: 151,936 vs 152,064).
-    preflight reports the cut, and TrOPD (teacher scores, top-k, guidance prefixes the teacher
-    samples) trains as it does with the same teacher without the rows, which are made to take most
-    of the mass where they are not cut."""
+    preflight reports the cut, and each path that reads the teacher's logits trains as it does with
+    the same teacher without the rows, which are made to take most of the mass where they are not
+    cut: TrOPD (scores, top-k, guidance prefixes the teacher samples), GKD (full logits), TRB (the
+    per-token blend of both models' distributions)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conftest import padded
@@ -231,20 +234,25 @@ def test_a_teacher_with_a_padded_output_layer_trains_like_the_unpadded_one(tiny_
     cfg["teacher"]["path"] = str(tmp_path / "teacher")
     p = tmp_path / "padded.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    r = run_cli("preflight", "--config", p, "--out", tmp_path / "pf.json", check=True)
-    rep = json.loads((tmp_path / "pf.json").read_text())
-    rows = rep["vocab_size"]
-    assert rep["output_rows"] == {"teacher": rows + 6, "student": rows} and rep["rows_compared"] == rows
-    assert f"compared over the first {rows}" in r.stdout
+    if method == "tropd":
+        r = run_cli("preflight", "--config", p, "--out", tmp_path / "pf.json", check=True)
+        rep = json.loads((tmp_path / "pf.json").read_text())
+        rows = rep["vocab_size"]
+        assert rep["output_rows"] == {"teacher": rows + 6, "student": rows} and rep["rows_compared"] == rows
+        assert f"compared over the first {rows}" in r.stdout
     runs = {}
     for name, prof in (("plain", tiny_profile), ("padded", p)):
         runs[name] = tmp_path / name
-        run_cli("train", "--config", prof, "--method", "tropd", "--seed", "0", "--out", runs[name],
-                "train.steps=3", "method.params.guided_fraction=1.0", check=True)
+        run_cli("train", "--config", prof, "--method", method, "--seed", "0", "--out", runs[name],
+                "train.steps=3", *extra, check=True)
     a, b = ([json.loads(x) for x in (runs[n] / "metrics.jsonl").read_text().splitlines()] for n in runs)
-    assert a[0]["guided_frac"] == 1.0 and a[0]["prefix_len"] > 0
+    keys = {"tropd": ["prefix_len"], "gkd": [], "trb": ["trb_b"]}[method]
+    if method == "tropd":
+        assert a[0]["guided_frac"] == 1.0 and a[0]["prefix_len"] > 0
+    if method == "trb":
+        assert a[0]["trb_b"] > 0  # the teacher's distribution enters the sampled one
     for x, y in zip(a, b, strict=True):
-        for key in ("loss", "grad_norm", "rkl", "teacher_entropy", "response_len", "prefix_len"):
+        for key in ("loss", "grad_norm", "rkl", "teacher_entropy", "response_len", *keys):
             assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), (x["step"], key)
 
 

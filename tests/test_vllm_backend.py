@@ -88,6 +88,9 @@ class FakeLLM:
     def reset_prefix_cache(self):
         self.events.append("reset")
 
+    def shutdown(self):
+        self.events.append("shutdown")
+
     def sleep(self, level=1):
         self.events.append(f"sleep{level}")
 
@@ -199,7 +202,9 @@ def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
 
 def test_an_engine_with_padded_output_rows_samples_only_the_shared_ids(fake_vllm, models, tmp_path):
     """A teacher padded past the student's output layer (paper-deepseek) samples its guidance prefixes
-    with allowed_token_ids = the shared rows; the student engine, which has no extra rows, without."""
+    with its extra rows biased out; the student engine, which has no extra rows, without a bias."""
+    from tropd.rollout.vllm import PADDING_BIAS
+
     from conftest import padded
 
     padded(models[1], 4).save_pretrained(tmp_path / "teacher")
@@ -208,8 +213,9 @@ def test_an_engine_with_padded_output_rows_samples_only_the_shared_ids(fake_vllm
     b.sample("teacher", [[3, 4]], [4], [1])
     b.sample("student", [[3, 4]], [4], [1])
     student, teacher = FakeLLM.instances
-    assert [sp.allowed_token_ids for _, sp in teacher.requests] == [list(range(V))]
-    assert not any(hasattr(sp, "allowed_token_ids") for _, sp in student.requests)
+    assert [sp.logit_bias for _, sp in teacher.requests] == [{V + i: PADDING_BIAS for i in range(4)}]
+    assert not any(hasattr(sp, "logit_bias") for _, sp in student.requests)
+    assert float(torch.tensor(PADDING_BIAS, dtype=torch.float32).exp()) == 0.0  # the rows get no mass
 
 
 def test_trb_blend_is_refused(fake_vllm, models):
@@ -354,6 +360,7 @@ def test_eval_decodes_with_one_vllm_engine_and_a_seed_per_sample(fake_vllm, vllm
     kw = llm.kw
     assert kw["model"] == str(model) and kw["dtype"] == "bfloat16" and kw["max_model_len"] == longest + 9
     assert kw["gpu_memory_utilization"] == 0.8 and kw["enforce_eager"] and kw["skip_tokenizer_init"]
+    assert llm.multiproc == "0"  # in-process: vLLM schedules deterministically, reruns repeat
     # one request per (item, sample), the tokenized chat prompt, its own seed
     assert len(llm.requests) == 3 * len(items)
     assert [r[0] for r in llm.requests[:3]] == [encode_prompts(tok, [items[0].prompt])[0]] * 3
@@ -368,6 +375,22 @@ def test_eval_decodes_with_one_vllm_engine_and_a_seed_per_sample(fake_vllm, vllm
     assert all(r["n_tokens"] <= 9 for r in rows) and any(r["finished"] for r in rows)
     assert [r["completion"] for r in rows] == [r["completion"] for r in read_jsonl(tmp_path / "b.samples.jsonl")]
     assert a["metrics"] == b["metrics"]
+
+
+def test_eval_shuts_an_engine_down_before_the_hf_model_or_the_next_model(fake_vllm, vllm_eval_profile):
+    """The engine holds most of the GPU and dropping it does not free it: MMLU's HF model and the
+    next seed's model come after an explicit shutdown."""
+    from tropd.config import load_config
+    from tropd.evaluate import _Model
+
+    cfg = load_config(vllm_eval_profile)
+    m = _Model(cfg, str(cfg.resolve(cfg.student.path)), [["1+1?"]], 4)
+    first = m.llm
+    assert m.hf is not None and first.events == ["shutdown"] and m._llm is None
+    second = m.llm
+    assert m._hf is None and second is not first  # the HF model went before the engine came back
+    m.close()
+    assert second.events == ["shutdown"]
 
 
 def test_eval_without_vllm_is_a_one_line_error(monkeypatch, vllm_eval_profile, tmp_path, capsys):
@@ -459,14 +482,15 @@ def test_vllm_end_to_end_on_gpu(tmp_path):
 @pytest.mark.gpu
 def test_vllm_eval_decoding_on_gpu(tmp_path):
     """Real vLLM evaluation decoding: greedy texts agree with HF generate's (same prompts, same model;
-    bf16 kernels may split a near-tie, so most rather than all), and seeded sampling repeats."""
+    bf16 kernels may split a near-tie, so most rather than all); seeded sampling repeats on a rerun
+    of the same requests, and mostly when the batch is reordered (batching can split a near-tie)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    vllm = pytest.importorskip("vllm")
+    pytest.importorskip("vllm")
     from conftest import make_tokenizer
 
     from tropd.eval.generate import generate
-    from tropd.eval.vllm_generate import engine_args, generate_vllm
+    from tropd.eval.vllm_generate import engine_args, generate_vllm, make_engine, shutdown
 
     tok = make_tokenizer(tmp_path / "m")
     m = build_llama(len(tok), 128, 2, heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0, seed=3,
@@ -474,11 +498,55 @@ def test_vllm_eval_decoding_on_gpu(tmp_path):
     m.to(torch.bfloat16).save_pretrained(tmp_path / "m")
     model = type(m).from_pretrained(tmp_path / "m", dtype=torch.bfloat16).cuda()
     prompts, ids = ["12+5?", "3*4?", "what is 7-2?"], ["a", "b", "c"]
-    llm = vllm.LLM(**engine_args(str(tmp_path / "m"), "bfloat16", 128, 0.3, True, {}))
+    llm = make_engine(engine_args(str(tmp_path / "m"), "bfloat16", 128, 0.3, True, {}))
     greedy_v = generate_vllm(llm, tok, prompts, 1, 0.0, 24, 0, "t", ids)
     greedy_h = generate(model, tok, prompts, 1, 0.0, 24, 0, "t", ids)
     assert sum(a.text == b.text for a, b in zip(greedy_v, greedy_h)) >= 2
     first = generate_vllm(llm, tok, prompts, 4, 1.0, 24, 5, "t", ids)
-    again = generate_vllm(llm, tok, prompts[::-1], 4, 1.0, 24, 5, "t", ids[::-1])
+    again = generate_vllm(llm, tok, prompts, 4, 1.0, 24, 5, "t", ids)
+    assert [g.text for g in again] == [g.text for g in first]
     by_key = {(ids[g.item], g.sample): g.text for g in first}
-    assert all(by_key[(ids[::-1][g.item], g.sample)] == g.text for g in again)
+    rev = generate_vllm(llm, tok, prompts[::-1], 4, 1.0, 24, 5, "t", ids[::-1])
+    assert sum(by_key[(ids[::-1][g.item], g.sample)] == g.text for g in rev) >= len(rev) // 2
+    shutdown(llm)
+
+
+@pytest.mark.gpu
+def test_vllm_padded_teacher_samples_only_shared_ids_on_gpu(tmp_path):
+    """Real vLLM, a teacher padded past the student's rows (paper-deepseek's shape, scaled down):
+    the biased-out rows are never sampled, and the behaviour log-probs are those of the cut
+    distribution the trainer scores (teacher_score(..., vocab=V)), though the rows would take most
+    of the mass uncut."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    pytest.importorskip("vllm")
+    from conftest import padded
+
+    from tropd.eval.vllm_generate import shutdown
+    from tropd.rollout.vllm import VLLMBackend
+    from tropd.scoring import teacher_score
+
+    models = []
+    for name, hidden, seed in (("student", 128, 2), ("teacher", 256, 1)):
+        m = build_llama(V, hidden, 2, heads=2, eos_token_id=EOS, pad_token_id=PAD, seed=seed,
+                        max_positions=256)
+        if name == "teacher":
+            m = padded(m, 4, scale=2.0)
+        m.to(torch.bfloat16).save_pretrained(tmp_path / name)
+        models.append(type(m).from_pretrained(tmp_path / name, dtype=torch.bfloat16).cuda())
+    s, t = models
+    assert t.get_output_embeddings().weight.shape[0] == V + 4
+    b = VLLMBackend(s, t, None, {EOS}, PAD, vocab=V, gpu_memory_utilization=0.2,
+                    teacher_gpu_memory_utilization=0.2, enforce_eager=True, max_model_len=256)
+    prompts = [[3, 4, 5], [6, 7], [8, 9, 10, 11]]
+    batch = collect("teacher", b, prompts, [[1]] * 3, 4, None, step=0, total_steps=1, seed=0,
+                    max_new_tokens=24, temperature=1.0, top_p=1.0, pad_id=PAD).to("cuda")
+    m = batch.response_mask_BT
+    assert m.sum() > 0 and int(batch.input_ids_BL.max()) < V
+    with torch.no_grad():
+        cut = teacher_score(t, batch, 4, 64, vocab=V)["teacher_logp_BT"]
+        whole = teacher_score(t, batch, 4, 64)["teacher_logp_BT"]
+    assert float((cut[m] - batch.behav_logp_BT[m]).abs().mean()) < 0.05
+    assert float((whole[m] - batch.behav_logp_BT[m]).abs().mean()) > 0.5  # the cut is what matches
+    for e in b.engines.values():
+        shutdown(e)

@@ -11,8 +11,11 @@ Metric values are fractions in [0, 1]; ci95 is a seeded percentile bootstrap ove
 (tropd.eval.stats). `score` cannot know how the completions were decoded: its decoding block has
 k = the fewest samples of any id, and null temperature / max_new_tokens / seed. `backend` is the
 generator (eval.backend: hf, or vllm, tropd.eval.vllm_generate); log-likelihood tasks (MMLU) always
-score with the HF model. `tokens_generated` (0 for scored files and log-likelihood tasks) over
-`wall_s` is the task's decoding rate, to size `workflow.runtime_eval` from a first job. `versions` are the
+score with the HF model. `tokens_generated` counts the tokens this task generated in this process:
+0 for scored files, log-likelihood tasks, and a greedy evaluation reused from the same model's first
+seed. Over `wall_s` (which, for a job's first generated task, includes starting the model or
+engine, and always includes grading) it is a lower bound on the decoding rate, to size
+`workflow.runtime_eval` from a first job. `versions` are the
 packages that produced the numbers (tropd.versions.package_versions: torch, transformers, the
 graders' libraries, whether NLTK's punkt_tab data was there); `tropd aggregate` prints them.
 """
@@ -64,7 +67,7 @@ def _model_spec(cfg: RunConfig, model: str) -> ModelSpec:
 
 
 def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: str | None,
-           decoding: dict, cfg: RunConfig | None, t0: float) -> dict:
+           decoding: dict, cfg: RunConfig | None, t0: float, generated: bool = True) -> dict:
     from tropd.eval.graders import summarize
     from tropd.versions import package_versions
 
@@ -72,7 +75,7 @@ def _write(out: str, task, rows: list[dict], per_item: list[list[dict]], model: 
     summary = {
         "task": task.name, "domain": task.domain, "model": model, "n_items": len(per_item),
         "n_samples": len(rows), "primary": task.primary, "metrics": metrics, "decoding": decoding,
-        "tokens_generated": sum(r.get("n_tokens", 0) for r in rows),
+        "tokens_generated": sum(r.get("n_tokens", 0) for r in rows) if generated else 0,
         "config_hash": config_hash(cfg) if cfg is not None else None, "code_version": code_version(),
         "versions": package_versions(), "wall_s": round(time.time() - t0, 3),
     }
@@ -151,7 +154,7 @@ def eval_main(args: argparse.Namespace) -> int:
             rows, per_item, decoding = reuse or _eval_task(task, items, loaded, seed, cfg, k,
                                                            temperature, max_new, limit)
             done[(path, task.name)] = (rows, per_item, decoding)
-            _write(out, task, rows, per_item, path, {**decoding, "seed": seed}, cfg, t1)
+            _write(out, task, rows, per_item, path, {**decoding, "seed": seed}, cfg, t1, generated=not reuse)
     print(f"eval: {len(seeds)} seed(s) x {len(tasks)} task(s) in {time.time() - t0:.1f} s")
     return 0
 
@@ -183,7 +186,7 @@ class _Model:
     @property
     def llm(self):
         if self._llm is None:
-            from tropd.eval.vllm_generate import engine_args, import_vllm, longest_prompt
+            from tropd.eval.vllm_generate import engine_args, longest_prompt, make_engine
             from tropd.models import local_path
 
             if self.spec.gguf_file:
@@ -191,7 +194,7 @@ class _Model:
             e, v = self.cfg.eval, self.cfg.vllm
             self.close()
             context = longest_prompt(self.tok, self.prompt_lists) + self.max_new
-            self._llm = import_vllm().LLM(**engine_args(
+            self._llm = make_engine(engine_args(
                 local_path(self.spec.path), e.dtype, context, e.gpu_memory_utilization, v.enforce_eager,
                 v.engine_kwargs))
         return self._llm
@@ -201,6 +204,10 @@ class _Model:
         model per seed)."""
         import gc
 
+        if self._llm is not None:
+            from tropd.eval.vllm_generate import shutdown
+
+            shutdown(self._llm)
         self._hf = self._llm = None
         gc.collect()
         try:

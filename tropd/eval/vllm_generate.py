@@ -9,15 +9,19 @@ What carries over from the HF generator, and what does not:
 - Prompts are chat-templated and tokenized by tropd (`encode_prompts`), and token ids go in
   (`skip_tokenizer_init`): both backends see the same prompt tokens. Completions are decoded with
   the same tokenizer and cut after the first EOS, which ends a sample as it does in the HF loop.
-- Every (seed, task, item, sample) keeps its own seed (`SamplingParams.seed`), so a sample does
-  not depend on the rest of the batch and a rerun on the same vLLM version and GPU gives the same
-  text. The texts are not those of the HF backend (other kernels, other random streams): a table
-  compares models evaluated with one backend, and the eval summary records which.
+- Every (seed, task, item, sample) keeps its own seed (`SamplingParams.seed`), which fixes its
+  random draws. The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), where vLLM
+  schedules deterministically, so a rerun of the same job on the same vLLM version and GPU gives
+  the same texts (vLLM's reproducibility notes). Unlike the HF generator, a sample can still depend
+  on the rest of the batch: bf16 logits vary with how requests are batched, which can flip a
+  near-tie. The texts are not those of the HF backend (other kernels, other random streams): a
+  table compares models evaluated with one backend, and the eval summary records which.
 - temperature 0 is greedy, as in HF.
 - `max_model_len` is the longest prompt plus `max_new_tokens`, the least the engine must hold.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tropd.errors import UserError
@@ -42,6 +46,30 @@ def engine_args(path: str, dtype: str, max_model_len: int, gpu_memory_utilizatio
         "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
         "enforce_eager": enforce_eager, "tensor_parallel_size": 1, **engine_kwargs,
     }
+
+
+def make_engine(args: dict):
+    """An in-process vllm.LLM (deterministic scheduling; see the module docstring)."""
+    vllm = import_vllm()
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return vllm.LLM(**args)
+
+
+def shutdown(llm) -> None:
+    """Release the engine's GPU memory now: dropping the last reference does not (vLLM issues
+    #23793, #21073), and the next model, or the HF model for MMLU, needs the GPU."""
+    for path in (("shutdown",), ("llm_engine", "engine_core", "shutdown")):
+        fn = llm
+        for attr in path:
+            fn = getattr(fn, attr, None)
+        if callable(fn):
+            fn()
+            break
+    try:
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+    except ImportError:  # the fake vllm of the tests, or a vLLM without it
+        return
+    cleanup_dist_env_and_memory()
 
 
 def generate_vllm(llm, tok, prompts: list[str], k: int, temperature: float, max_new_tokens: int,

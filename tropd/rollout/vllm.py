@@ -25,13 +25,20 @@ Choices, and why:
   every engine into the calling process (it sets VLLM_ENABLE_V1_MULTIPROCESSING=0), and a second
   in-process engine fails, with sleep mode outright ("one instance per process", vLLM issue #18975).
 - An engine whose model has more output rows than the pair shares (`vocab`, tropd.models.shared_vocab)
-  samples with `allowed_token_ids` = the shared rows, so it never writes a padding id the other
-  model cannot score; vLLM applies that mask before it computes processed log-probs, so those stay
-  the log-probs of the distribution sampled from, as the HF backend's cut logits are.
+  samples with a logit bias of -1e4 on the extra rows (exp(-1e4) is 0 in float32), so it never
+  writes a padding id the other model cannot score. vLLM adds the bias before it computes processed
+  log-probs, so those stay the log-probs of the distribution sampled from, as the HF backend's cut
+  logits are. A bias on the few extra rows (128 for paper-deepseek's teacher), not
+  `allowed_token_ids` over the 151,936 shared ones: that list would travel with every request and
+  be turned into a mask per request, and vLLM checks it against the tokenizer's length.
 - TRB's per-token teacher/student blend needs both models' logits at every decoding step inside
   one sampling loop; vLLM has no such hook, so `sample_blend` refuses with a one-line error.
-- Samples are reproducible per seed on one vLLM version and GPU type, not bit-identical to the HF
-  backend's samples (different kernels and random streams).
+- Every request carries its own seed. The in-process student engine schedules deterministically
+  (vLLM's reproducibility notes), so a rerun of the same job on one vLLM version and GPU type
+  repeats its samples; the teacher engine, in its own process, is not guaranteed to. Unlike the HF
+  backend's, a sample can depend on the rest of the batch (bf16 logits vary with batching and can
+  flip a near-tie), and samples are not bit-identical to the HF backend's (other kernels and
+  random streams).
 """
 from __future__ import annotations
 
@@ -59,11 +66,15 @@ def model_path(module, role: str) -> str:
     return str(path)
 
 
+# Added to the logits of rows past the shared vocabulary: exp(-1e4) underflows to 0 in float32.
+PADDING_BIAS = -1e4
+
+
 def sampling_params(vllm, max_new: int, seed: int, temperature: float, top_p: float, eos_ids: set[int],
-                    allowed: list[int] | None = None):
+                    banned: dict[int, float] | None = None):
     """One request's SamplingParams: its own length limit and seed; the sampled token's log-prob;
-    `allowed` token ids only, when given."""
-    extra = {"allowed_token_ids": allowed} if allowed is not None else {}
+    `banned` rows (id -> PADDING_BIAS) never sampled."""
+    extra = {"logit_bias": banned} if banned else {}
     return vllm.SamplingParams(
         n=1, temperature=temperature, top_p=top_p, max_tokens=max_new, seed=seed,
         logprobs=1,  # the sampled token's log-prob is always included (plus the top-1)
@@ -116,9 +127,9 @@ class VLLMBackend:
         self.vllm = vllm
         self.student, self.teacher, self.tok = student, teacher, tok
         self.eos_ids, self.pad_id, self.vocab = set(eos_ids), pad_id, vocab
-        # Per role: None, or the shared token ids when the role's output layer is padded past them.
-        self.allowed = {role: list(range(vocab)) if vocab is not None and output_rows(m) > vocab else None
-                        for role, m in (("student", student), ("teacher", teacher))}
+        # Per role: the rows its output layer has past the shared vocabulary, biased out of sampling.
+        self.banned = {role: {i: PADDING_BIAS for i in range(vocab, output_rows(m))} if vocab is not None else {}
+                       for role, m in (("student", student), ("teacher", teacher))}
         self.kw = kw
         self.sleep = bool(kw.get("sleep", False))
         self.engines: dict[str, Any] = {}
@@ -192,7 +203,7 @@ class VLLMBackend:
         live = [k for k, n in enumerate(max_new) if n > 0]  # vLLM refuses max_tokens=0
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]
         params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids,
-                                  self.allowed[role]) for k in live]
+                                  self.banned[role]) for k in live]
         outs = llm.generate(reqs, params, use_tqdm=False) if live else []
         self._rest(role)
         results: list[tuple[list[int], list[float], bool]] = [([], [], False)] * len(prompts)
