@@ -43,7 +43,8 @@ def test_train_writes_outputs_and_skips_finished(tiny_profile, tmp_path):
     assert summary["status"] == "finished" and summary["steps_done"] == 6
     assert (out / "student" / "config.json").is_file() and (out / "config.resolved.yaml").is_file()
     mtime = (out / "summary.json").stat().st_mtime_ns
-    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                    "eval.temperature=0.7", check=True)  # evaluating it otherwise is not another run
     assert "nothing to do" in again.stdout
     assert (out / "summary.json").stat().st_mtime_ns == mtime
 
@@ -120,8 +121,9 @@ def test_resumed_run_counts_the_wall_time_of_every_segment_and_logs_each_steps_l
 
 def test_interrupted_run_resumes_after_a_logistics_change_and_refuses_a_real_one(tiny_profile, reference_run,
                                                                                    tmp_path):
-    """Resuming compares the run's identity (config_hash), not the resolved file's text: a new
-    log_every or checkpoint_every (e.g. after a SLURM time-out) resumes; a new learning rate does not."""
+    """Resuming compares the run's identity (run_hash), not the resolved file's text: a new
+    log_every or checkpoint_every (e.g. after a SLURM time-out) or eval setting resumes; a new
+    learning rate does not."""
     cut = tmp_path / "cut"
     killed = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut,
                      env={"TROPD_FAULT": "kill@rollout:5"})
@@ -129,7 +131,8 @@ def test_interrupted_run_resumes_after_a_logistics_change_and_refuses_a_real_one
     bad = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut, "train.lr=0.5")
     assert bad.returncode == 2 and "holds a run with another config" in bad.stderr
     run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "1", "--out", cut,
-            "train.checkpoint_every=3", "train.log_every=1", "train.keep_checkpoints=5", check=True)
+            "train.checkpoint_every=3", "train.log_every=1", "train.keep_checkpoints=5",
+            "eval.max_new_tokens=7", check=True)
     a, b = weights(reference_run), weights(cut)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -141,7 +144,8 @@ def test_a_kill_while_finishing_leaves_a_finished_run_not_one_that_restarts(tiny
     assert killed.returncode == -9, killed.stderr[-500:]
     assert not (out / "summary.json").exists() and (out / "student").is_dir()
     lines = (out / "metrics.jsonl").read_text()
-    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                    "eval.temperature=0.7", check=True)  # evaluating it otherwise is not another run
     assert "nothing to do" in again.stdout and "resuming" not in again.stderr
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 6
     assert (out / "metrics.jsonl").read_text() == lines
@@ -364,7 +368,8 @@ def test_old_run_with_fewer_schema_keys_is_still_recognised(tiny_profile, tmp_pa
     (out / "config.resolved.yaml").write_text(yaml.safe_dump(resolved))
     summary = json.loads((out / "summary.json").read_text())
     (out / "summary.json").write_text(json.dumps(dict(summary, config_hash="0ld0ld0ld0ld")))
-    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out, check=True)
+    again = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
+                    "eval.temperature=0.7", check=True)  # evaluating it otherwise is not another run
     assert "nothing to do" in again.stdout
     other = run_cli("train", "--config", tiny_profile, "--method", "opd", "--seed", "0", "--out", out,
                     "train.lr=0.5")
@@ -377,7 +382,7 @@ def test_config_hash_counts_only_values_that_differ_from_the_defaults():
     non-default value of the new key changes them."""
     from dataclasses import dataclass
 
-    from tropd.config import RunConfig, SmolPrepare, TrainConfig, config_hash, settings_digest
+    from tropd.config import EvalConfig, RunConfig, SmolPrepare, TrainConfig, config_hash, run_hash, settings_digest
 
     @dataclass
     class TrainLater(TrainConfig):
@@ -392,6 +397,10 @@ def test_config_hash_counts_only_values_that_differ_from_the_defaults():
     assert config_hash(base) != config_hash(RunConfig(train=TrainConfig(truncated="mask")))
     assert config_hash(base) != config_hash(RunConfig(prepare=SmolPrepare()))  # the chosen kind counts
     assert config_hash(base) == config_hash(RunConfig(train=TrainConfig(checkpoint_every=7)))
+    # eval settings are an eval summary's provenance, not a training run's identity
+    vllm_eval = RunConfig(eval=EvalConfig(backend="vllm"))
+    assert config_hash(vllm_eval) != config_hash(base) and run_hash(vllm_eval) == run_hash(base)
+    assert run_hash(RunConfig(train=TrainConfig(truncated="mask"))) != run_hash(base)
 
 
 def test_log_every_writes_every_nth_step_and_the_last(tiny_profile, tmp_path):
@@ -408,13 +417,13 @@ def test_a_run_written_today_stays_readable(tmp_path):
     the current schema: removing or renaming a key makes every old run unreadable (it happened once,
     with train.log_every), and changing a default changes what old runs mean. Either needs a
     deliberate migration, then a new fixture."""
-    from tropd.config import config_hash, load_config, resolved_hash
+    from tropd.config import load_config, resolved_hash, run_hash
 
     root = Path(__file__).resolve().parent
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(root / "expected" / "resolved_tiny_opd.yaml", run / "config.resolved.yaml")
-    assert resolved_hash(run) == config_hash(load_config(root.parent / "configs" / "tiny.yaml", method="opd"))
+    assert resolved_hash(run) == run_hash(load_config(root.parent / "configs" / "tiny.yaml", method="opd"))
 
 
 def test_erpd_resumed_with_another_process_count_is_refused(tmp_path):

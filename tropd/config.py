@@ -481,22 +481,31 @@ def _without_logistics(section: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if k not in LOGISTICS.get(section, ())}
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes a run's numbers (not where its files go, nor LOGISTICS).
+def config_hash(cfg: RunConfig, skip: tuple[str, ...] = ("paths", "workflow")) -> str:
+    """Hash of everything that changes a result's numbers (not where its files go, the workflow's
+    resources, nor LOGISTICS): an eval summary's provenance. A training run's identity is `run_hash`.
 
     Only values that differ from the schema defaults enter the hash, so a key added to the schema
     later (with a default that keeps the old behaviour) leaves the hashes of existing runs alone;
     resolved configs record every value, so a changed default still changes the hash of a new run.
     """
     d = non_default(cfg)
-    d.pop("paths", None)
-    d.pop("workflow", None)
+    for section in skip:
+        d.pop(section, None)
     for section in LOGISTICS:
         if section in d:
             d[section] = _without_logistics(section, d[section])
             if not d[section]:
                 del d[section]
     return _digest(d)
+
+
+def run_hash(cfg: RunConfig) -> str:
+    """A training run's identity: config_hash without the eval section, which training never reads.
+    `tropd train` resumes or accepts a finished run, and `tropd aggregate` groups a row's seeds, by
+    it, so a new eval setting (eval.backend: vllm, say) re-evaluates runs instead of orphaning them;
+    the workflow's train rule digests the same sections (TRAIN_SECTIONS)."""
+    return config_hash(cfg, skip=("paths", "workflow", "eval"))
 
 
 def settings_digest(cfg: RunConfig, sections: tuple[str, ...]) -> str:
@@ -513,7 +522,7 @@ def _digest(d: dict) -> str:
 
 
 def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:
-    """config_hash of the run's config.resolved.yaml read through the current schema (with `seed`
+    """run_hash of the run's config.resolved.yaml read through the current schema (with `seed`
     in place of its own when given); None where the run has no resolved config."""
     resolved = run_dir / "config.resolved.yaml"
     if not resolved.is_file():
@@ -524,7 +533,7 @@ def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:
             data.pop(section, None)
         if seed is not None:
             data["seed"] = seed
-        return config_hash(build(RunConfig, data))
+        return run_hash(build(RunConfig, data))
     except (yaml.YAMLError, ConfigError, TypeError) as e:
         from tropd.errors import UserError
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from tropd import checkpoint as ckpt
 from tropd import fsdp
-from tropd.config import RunConfig, code_version, config_hash, dump_yaml, load_config, resolved_hash
+from tropd.config import RunConfig, code_version, dump_yaml, load_config, resolved_hash, run_hash
 from tropd.data import load_prompts
 from tropd.dist import World
 from tropd.errors import UserError
@@ -101,11 +101,11 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
 
     # -- run directory: resume from the newest valid checkpoint --
-    # The same identity as a finished run's (config_hash): a new checkpoint_every, log_every, workflow
+    # The same identity as a finished run's (run_hash): a new checkpoint_every, log_every, workflow
     # resource or schema key (with its default) does not stop an interrupted run from resuming.
     resolved = out / "config.resolved.yaml"
-    if resolved.is_file() and (stored := resolved_hash(out, cfg.seed)) != config_hash(cfg):
-        raise UserError(f"{out} holds a run with another config (hash {stored} != {config_hash(cfg)}; "
+    if resolved.is_file() and (stored := resolved_hash(out, cfg.seed)) != run_hash(cfg):
+        raise UserError(f"{out} holds a run with another config (hash {stored} != {run_hash(cfg)}; "
                         f"see {resolved}); use a new --out")
     out.mkdir(parents=True, exist_ok=True)
     if world.main:
@@ -259,7 +259,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     summary = {
         "status": status, "diverged_step": diverged_step, "method": cfg.method.name, "seed": cfg.seed,
         "steps_done": diverged_step if diverged_step is not None else tc.steps,
-        "wall_s": wall_before + time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": config_hash(cfg),
+        "wall_s": wall_before + time.time() - t_start, "peak_mem_mb": peak_mem_mb(), "config_hash": run_hash(cfg),
         "code_version": code_version(), "backend": backend.name, "processes": world.size,
         "sharded": world.fsdp, "student_param_share": fsdp.local_fraction(student),
         "student_state_mb": fsdp.state_mb(student, optimizer), "torch_threads": torch.get_num_threads(), **totals,
@@ -298,9 +298,9 @@ def train_main(args) -> int:
             # Recomputed from the stored resolved config, so that a schema change does not make an
             # old run look foreign; the summary's own hash is the fallback.
             stored = resolved_hash(out) or done.get("config_hash")
-            if stored != config_hash(cfg):
+            if stored != run_hash(cfg):
                 raise UserError(f"{out} holds a run with another config (hash {stored} != "
-                                f"{config_hash(cfg)}); use a new --out")
+                                f"{run_hash(cfg)}); use a new --out")
             if main:
                 print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
             continue

@@ -5,8 +5,8 @@ Layout (written by the workflow; see workflow/Snakefile):
     <results>/runs/{method}/seed{seed}/summary.json, metrics.jsonl, config.resolved.yaml
 
 A table row averages seeds, so all of a row's files must come from one configuration. Each file
-carries a config hash; a run's hash covers its seed too, so runs are compared by the hash of their
-resolved config with the seed set to 0. A run folder without config.resolved.yaml has no such hash
+carries a config hash; a run's hash (tropd.config.run_hash, which leaves out the eval settings) covers
+its seed too, so runs are compared by the hash of their resolved config with the seed set to 0. A run folder without config.resolved.yaml has no such hash
 (its summary's own hash differs from seed to seed by design), so it is not compared. Two files of one
 row that disagree stop the aggregation with a one-line error naming both: a table must never quietly
 average an old result with a new one.

@@ -107,7 +107,7 @@ def settings(*sections):
 
 
 MODEL_SECTIONS = ("prepare", "teacher", "student")
-# Everything tropd.config.config_hash covers, i.e. all but where files go and what to expand.
+# Everything tropd.config.run_hash covers: all but where files go, what to expand, and the evals.
 TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "eval"))
 
 
