@@ -202,21 +202,13 @@ class _Model:
     def close(self) -> None:
         """Free the GPU for the other part, or for the next model (a per_method job evaluates one
         model per seed)."""
-        import gc
+        from tropd.vllm_engine import release_gpu, shutdown
 
-        if self._llm is not None:
-            from tropd.eval.vllm_generate import shutdown
-
-            shutdown(self._llm)
-        self._hf = self._llm = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
+        llm, self._hf, self._llm = self._llm, None, None
+        if llm is not None:
+            shutdown(llm)  # its child process exits, and the memory with it
+        del llm  # release_gpu frees only what nothing references
+        release_gpu()
 
 
 def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, limit):

@@ -4,9 +4,9 @@
     tropd bench --backends random --out results/bench/gpu     # a random-weight model of the 1.5B's shape
 
 Both backends get the same random prompts, one seed per row, the training temperature 1, and no
-EOS ids, so every row writes exactly `max_new` tokens in both: tropd's vLLM engines run without
-a tokenizer and with generation_config="vllm", so they know no EOS of their own, and the stop
-tokens are only those tropd passes (none here). tokens/s counts the tokens each produced. The
+EOS ids, so every row writes exactly `max_new` tokens in both: tropd's vLLM requests carry
+`ignore_eos` and stop only at the ids tropd passes (none here), not at the EOS of the model's
+generation config. tokens/s counts the tokens each produced. The
 model samples as the student of a step would: `HFBackend.sample("student")` (tropd's KV-cached
 sampling loop) and `VLLMBackend.sample("student")` (one engine, weights pushed once before the
 first timed round). Rounds alternate A B, B A after one untimed warm-up round each (engine start-up,

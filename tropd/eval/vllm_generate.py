@@ -9,19 +9,22 @@ What carries over from the HF generator, and what does not:
 - Prompts are chat-templated and tokenized by tropd (`encode_prompts`), and token ids go in
   (`skip_tokenizer_init`): both backends see the same prompt tokens. Completions are decoded with
   the same tokenizer and cut after the first EOS, which ends a sample as it does in the HF loop.
+- The only stop token is the tokenizer's EOS, as in HF generate: `ignore_eos` keeps the EOS ids of
+  the model's generation config (which vLLM reads even with generation_config="vllm") out of the
+  stop tokens, and `stop_token_ids` still ends a sample at ours.
 - Every (seed, task, item, sample) keeps its own seed (`SamplingParams.seed`), which fixes its
-  random draws. The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), where vLLM
-  schedules deterministically, so a rerun of the same job on the same vLLM version and GPU gives
-  the same texts (vLLM's reproducibility notes). Unlike the HF generator, a sample can still depend
-  on the rest of the batch: bf16 logits vary with how requests are batched, which can flip a
-  near-tie. The texts are not those of the HF backend (other kernels, other random streams): a
-  table compares models evaluated with one backend, and the eval summary records which.
+  random draws. The engine core runs in vLLM's default child process, so that shutting it down
+  frees its GPU memory for the next model (tropd.vllm_engine); in-process engines do not reliably
+  (vLLM issue #21073). The price: vLLM schedules a child-process engine by arrival timing, and bf16
+  logits vary with how requests are batched, so a sample at a near-tie can differ between reruns
+  and with the rest of the batch, which HF generate's samples do not. The texts are not those of
+  the HF backend either (other kernels, other random streams): a table compares models evaluated
+  with one backend, and the eval summary records which.
 - temperature 0 is greedy, as in HF.
 - `max_model_len` is the longest prompt plus `max_new_tokens`, the least the engine must hold.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from tropd.errors import UserError
@@ -49,27 +52,10 @@ def engine_args(path: str, dtype: str, max_model_len: int, gpu_memory_utilizatio
 
 
 def make_engine(args: dict):
-    """An in-process vllm.LLM (deterministic scheduling; see the module docstring)."""
-    vllm = import_vllm()
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    return vllm.LLM(**args)
+    """An eval engine, its core in a child process (see the module docstring)."""
+    from tropd.vllm_engine import new_engine
 
-
-def shutdown(llm) -> None:
-    """Release the engine's GPU memory now: dropping the last reference does not (vLLM issues
-    #23793, #21073), and the next model, or the HF model for MMLU, needs the GPU."""
-    for path in (("shutdown",), ("llm_engine", "engine_core", "shutdown")):
-        fn = llm
-        for attr in path:
-            fn = getattr(fn, attr, None)
-        if callable(fn):
-            fn()
-            break
-    try:
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-    except ImportError:  # the fake vllm of the tests, or a vLLM without it
-        return
-    cleanup_dist_env_and_memory()
+    return new_engine(import_vllm(), args, in_process=False)
 
 
 def generate_vllm(llm, tok, prompts: list[str], k: int, temperature: float, max_new_tokens: int,
@@ -84,7 +70,7 @@ def generate_vllm(llm, tok, prompts: list[str], k: int, temperature: float, max_
     params = [vllm.SamplingParams(
         n=1, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens,
         seed=derive_seed(seed, "eval", task, ids[i], j), stop_token_ids=[eos] if eos is not None else [],
-        detokenize=False, skip_special_tokens=True) for i, j in rows]
+        ignore_eos=True, detokenize=False, skip_special_tokens=True) for i, j in rows]
     outs = llm.generate([{"prompt_token_ids": list(encoded[i])} for i, _ in rows], params, use_tqdm=True)
     gens = []
     for (i, j), out in zip(rows, outs, strict=True):

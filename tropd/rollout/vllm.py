@@ -1,8 +1,8 @@
 """vLLM rollout backend (GPU): the same `sample` contract as tropd.rollout.hf, served by vLLM.
 
 Only the translation lives here: token-id prompts in, `SamplingParams` per request (its own
-max_tokens and seed, so a sample does not depend on the rest of the batch), and vLLM's outputs
-back into (token ids, behaviour log-probs, finished). The behaviour policies (student, guided,
+max_tokens and seed, so a sample's random draws do not depend on the rest of the batch), and
+vLLM's outputs back into (token ids, behaviour log-probs, finished). The behaviour policies (student, guided,
 teacher, mixed) are in tropd.rollout and work unchanged on top of it.
 
 Choices, and why:
@@ -14,7 +14,9 @@ Choices, and why:
   hands the trainer's tensors to the engine's model without serialising them
   (`LLM.apply_model(fn)` -> `model.load_weights(...)`), then resets the prefix cache, whose KV
   entries were computed with the old weights. The teacher engine never changes weights and runs in
-  vLLM's default separate process (two engines cannot share one process's parallel state).
+  vLLM's default separate process (two engines cannot share one process's parallel state; and
+  tropd.vllm_engine.new_engine makes sure the student engine's cached env vars do not put it in
+  this one).
 - Besides the explicit `sync_weights` after every optimizer step, `sample("student")` pushes the
   weights whenever the module changed since the last push (parameter version counters): a resumed
   checkpoint or ERPD's reset of the student reaches the engine before the next rollout.
@@ -30,7 +32,9 @@ Choices, and why:
   log-probs, so those stay the log-probs of the distribution sampled from, as the HF backend's cut
   logits are. A bias on the few extra rows (128 for paper-deepseek's teacher), not
   `allowed_token_ids` over the 151,936 shared ones: that list would travel with every request and
-  be turned into a mask per request, and vLLM checks it against the tokenizer's length.
+  be turned into a mask per request.
+- A rollout whose prompt plus new tokens exceed `vllm.max_model_len` is refused: vLLM would end it
+  at the cap unannounced, shorter than the HF backend's, and it would train as a truncated response.
 - TRB's per-token teacher/student blend needs both models' logits at every decoding step inside
   one sampling loop; vLLM has no such hook, so `sample_blend` refuses with a one-line error.
 - Every request carries its own seed. The in-process student engine schedules deterministically
@@ -47,6 +51,7 @@ from typing import Any
 
 from tropd.errors import UserError
 from tropd.models import output_rows
+from tropd.vllm_engine import new_engine
 
 # Where the in-process model object lived before `LLM.apply_model` existed (vLLM < 0.9).
 _MODEL_PATHS = (
@@ -78,7 +83,9 @@ def sampling_params(vllm, max_new: int, seed: int, temperature: float, top_p: fl
     return vllm.SamplingParams(
         n=1, temperature=temperature, top_p=top_p, max_tokens=max_new, seed=seed,
         logprobs=1,  # the sampled token's log-prob is always included (plus the top-1)
-        stop_token_ids=sorted(eos_ids), detokenize=False, skip_special_tokens=False, **extra,
+        # ignore_eos: stop at our EOS ids only, as the HF backend does, not also at those of the
+        # model's generation config (Qwen3's lists two); vLLM still stops at stop_token_ids.
+        stop_token_ids=sorted(eos_ids), ignore_eos=True, detokenize=False, skip_special_tokens=False, **extra,
     )
 
 
@@ -144,8 +151,9 @@ class VLLMBackend:
         module = self.student if role == "student" else self.teacher
         args = {
             "model": model_path(module, role),
-            # Token ids in, token ids out: no tokenizer, so the only stop tokens are ours (the HF
-            # backend's), and "vllm" keeps the model's generation_config from adding others.
+            # Token ids in, token ids out: no tokenizer. "vllm" keeps the model's generation config
+            # out of the default sampling settings; its EOS ids, which vLLM still reads, are kept
+            # out of the stop tokens by ignore_eos (sampling_params), so the only ones are ours.
             "skip_tokenizer_init": True,
             "generation_config": "vllm",
             # The checkpoint's own dtype (bf16 for the paper's models), whatever the trainer keeps:
@@ -171,8 +179,7 @@ class VLLMBackend:
     def _engine(self, role: str):
         if role not in self.engines:
             # In-process student engine: weight sync without serialisation (see module docstring).
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if role == "student" else "1"
-            self.engines[role] = self.vllm.LLM(**self._engine_args(role))
+            self.engines[role] = new_engine(self.vllm, self._engine_args(role), in_process=role == "student")
         llm = self.engines[role]
         if role in self.asleep:
             llm.wake_up()
@@ -199,8 +206,14 @@ class VLLMBackend:
 
             return HFBackend(self.student, self.teacher, self.eos_ids, self.pad_id, self.vocab).sample(
                 "teacher", prompts, max_new, seeds, temperature, top_p)
-        llm = self._engine(role)
         live = [k for k, n in enumerate(max_new) if n > 0]  # vLLM refuses max_tokens=0
+        cap = self.kw.get("max_model_len") or 0
+        if over := [k for k in live if len(prompts[k]) + max_new[k] > cap] if cap else []:
+            # vLLM would stop such a sequence at the cap without a word; the HF backend would not.
+            k = over[0]
+            raise UserError(f"vllm.max_model_len={cap} cannot hold a {len(prompts[k])}-token prompt plus "
+                            f"{max_new[k]} new tokens ({len(over)} such rollout(s)); raise vllm.max_model_len")
+        llm = self._engine(role)
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]
         params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids,
                                   self.banned[role]) for k in live]
