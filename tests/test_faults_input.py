@@ -81,6 +81,7 @@ def test_out_of_range_values_are_refused(tiny_profile, tmp_path, key, value):
     ("student.dtype=float16", "student.dtype: float16 cannot be trained"),
     ('eval.task_limits={"tiny_maths":5}', "eval.task_limits: ['tiny_maths'] not in eval.tasks"),
     ('vllm.engine_kwargs={"logprobs_mode":"raw_logprobs"}', "vllm.engine_kwargs: ['logprobs_mode'] are set by tropd"),
+    ('vllm.engine_kwargs={"data_parallel_size":2}', "vllm.engine_kwargs: ['data_parallel_size'] are set by tropd"),
     ("method.name=trb train.backend=vllm", "train.backend: vllm cannot sample trb"),
 ])
 def test_tags_methods_and_combinations(tiny_profile, override, expect):

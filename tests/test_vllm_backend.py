@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sys
 import types
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class FakeLLM:
                                         os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"))
         if self.multiproc == "0":
             envs.cache["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            torch.manual_seed(0)  # vLLM's worker seeds the process's generators (set_random_seed)
+            random.seed(0)
         self.events: list[str] = []
         # real vllm.LLM has no shutdown(); its engine client has
         self.llm_engine = types.SimpleNamespace(
@@ -284,6 +287,25 @@ def test_sleep_mode_defers_the_push_to_the_next_rollout(fake_vllm, models):
     b.sample("student", [[3]], [2], [1])
     assert llm.events[4:] == ["wake", "load", "reset", "generate", "sleep1"]
     assert torch.equal(llm.model.loaded["lm_head.weight"], s.lm_head.weight)
+    # a rank with no prompts this time still pushes (a collective under FSDP) and sleeps again, so
+    # every rank's engine is asleep when sync_weights runs
+    with torch.no_grad():
+        s.lm_head.weight.add_(1.0)
+    b.sample("student", [], [], [])
+    assert llm.events[9:] == ["wake", "load", "reset", "sleep1"]
+    b.sync_weights(s)
+    assert llm.events[-1] == "sleep1" and b.syncs == 3
+
+
+def test_an_in_process_engine_leaves_the_trainers_random_state_alone(fake_vllm, models):
+    """vLLM seeds the process's generators when an in-process engine starts; a training run's own
+    seed (torch.manual_seed(cfg.seed) in train) must survive it."""
+    torch.manual_seed(1234)
+    random.seed(99)
+    expect_torch, expect_py = torch.get_rng_state(), random.getstate()
+    backend(models)
+    assert FakeLLM.instances[0].multiproc == "0"
+    assert torch.equal(torch.get_rng_state(), expect_torch) and random.getstate() == expect_py
 
 
 def test_multi_process_runs_use_the_external_launcher_and_the_hf_teacher(fake_vllm, models, monkeypatch):

@@ -185,8 +185,11 @@ class WorkflowConfig:
 
 
 # vllm.LLM arguments tropd.rollout.vllm sets itself; an override would silently break what it relies on.
+# data_parallel_size: tropd's processes are the data-parallel replicas (each rank its own engine);
+# vLLM's own DP would add a collective to every engine step and need every rank in lockstep.
 VLLM_OWNED_ARGS = {"model", "logprobs_mode", "skip_tokenizer_init", "generation_config", "seed",
-                   "distributed_executor_backend", "enable_sleep_mode", "tensor_parallel_size"}
+                   "distributed_executor_backend", "enable_sleep_mode", "tensor_parallel_size",
+                   "data_parallel_size"}
 
 
 @dataclass

@@ -6,6 +6,8 @@ generator (tropd.eval.vllm_generate) share. vLLM is the `gpu` extra; the caller 
   once an in-process engine has started: its EngineCore caches every vLLM env var
   (`vllm.envs.enable_envs_cache`, vLLM PR #29289), so the next engine would read the old value.
   `new_engine` drops that cache (`vllm.envs.disable_envs_cache`, where it exists) first.
+- An in-process engine reseeds the process's global generators with its engine seed; `new_engine`
+  puts the caller's random state back.
 - Dropping an engine does not free its GPU memory (vLLM issues #21073, #23793). `shutdown` stops the
   engine core: a child process exits and its memory goes with it; an in-process core frees what it
   can. `release_gpu`, called once no reference to the engine is left, runs vLLM's own clean-up
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import sys
 
 
@@ -29,10 +32,40 @@ def _fresh_env() -> None:
 
 
 def new_engine(vllm, args: dict, in_process: bool):
-    """vllm.LLM(**args), its engine core in this process or in a child process."""
+    """vllm.LLM(**args), its engine core in this process or in a child process.
+
+    An in-process engine seeds the process's global random generators with its engine seed
+    (vLLM's worker calls set_random_seed: Python, NumPy, torch CPU and CUDA), which would give every
+    training run the same global stream whatever its seed; they are put back as they were."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
     _fresh_env()
-    return vllm.LLM(**args)
+    if not in_process:
+        return vllm.LLM(**args)
+    saved = _rng_state()
+    try:
+        return vllm.LLM(**args)
+    finally:
+        _set_rng_state(saved)
+
+
+def _rng_state() -> tuple:
+    import numpy as np
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple) -> None:
+    import numpy as np
+    import torch
+
+    py, npy, cpu, cuda = state
+    random.setstate(py)
+    np.random.set_state(npy)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def shutdown(llm) -> None:

@@ -19,7 +19,9 @@ Choices, and why:
   this one).
 - Besides the explicit `sync_weights` after every optimizer step, `sample("student")` pushes the
   weights whenever the module changed since the last push (parameter version counters): a resumed
-  checkpoint or ERPD's reset of the student reaches the engine before the next rollout.
+  checkpoint or ERPD's reset of the student reaches the engine before the next rollout. With
+  `vllm.sleep` the engine sleeps between rollouts (on every rank, with prompts or without) and that
+  lazy push is the only one.
 - Under `accelerate launch` (WORLD_SIZE > 1) every rank holds its own engine replica on its own GPU
   (`distributed_executor_backend="external_launcher"`) and samples its own share of the prompts.
   There the teacher's samples (guidance prefixes, SeqKD, GKD references) come from the HF teacher
@@ -200,6 +202,7 @@ class VLLMBackend:
         if role == "student" and fingerprint(self.student) != self._pushed:
             self._push(self._engine(role), self.student)
         if not prompts:
+            self._rest(role)  # asleep again, as on every other rank (sync_weights relies on it)
             return []
         if role == "teacher" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from tropd.rollout.hf import HFBackend
@@ -231,15 +234,17 @@ class VLLMBackend:
     def sync_weights(self, student) -> None:
         """Push the trainer's student weights into the engine (after each optimizer step)."""
         self.student = student
-        if "student" in self.asleep:  # a sleeping engine has no weights to write into
-            return  # pushed at the next rollout, which wakes it and sees the changed fingerprint
+        # With sleep mode the engine sleeps between rollouts and has no weights to write into: the
+        # next rollout wakes it and pushes (changed fingerprint). Decided by the setting, the same
+        # on every rank, not by this rank's engine state: under FSDP a push is a collective.
+        if self.sleep:
+            return
         self._push(self.engines["student"], student)
 
     def _push(self, llm, module) -> None:
-        weights = list(named_weights(module))
-
         def load(model):
-            model.load_weights(weights=weights)
+            # A generator: under FSDP one full tensor is gathered at a time, not the whole model.
+            model.load_weights(weights=named_weights(module))
 
         if hasattr(llm, "apply_model"):
             llm.apply_model(load)
