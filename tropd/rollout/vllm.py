@@ -2,8 +2,8 @@
 
 Only the translation lives here: token-id prompts in, `SamplingParams` per request (its own
 max_tokens and seed, so a sample's random draws do not depend on the rest of the batch), and
-vLLM's outputs back into (token ids, behaviour log-probs, finished). The behaviour policies (student, guided,
-teacher, mixed) are in tropd.rollout and work unchanged on top of it.
+vLLM's outputs back into (token ids, behaviour log-probs, finished). The behaviour policies
+(student, guided, teacher, mixed) are in tropd.rollout and work unchanged on top of it.
 
 Choices, and why:
 - `logprobs_mode="processed_logprobs"` (vLLM >= 0.10.2): the log-prob returned for a sampled token
@@ -137,8 +137,8 @@ class VLLMBackend:
         self.student, self.teacher, self.tok = student, teacher, tok
         self.eos_ids, self.pad_id, self.vocab = set(eos_ids), pad_id, vocab
         # Per role: the rows its output layer has past the shared vocabulary, biased out of sampling.
-        self.banned = {role: {i: PADDING_BIAS for i in range(vocab, output_rows(m))} if vocab is not None else {}
-                       for role, m in (("student", student), ("teacher", teacher))}
+        self.banned = {role: {i: PADDING_BIAS for i in range(vocab, output_rows(m))} if vocab is not None
+                       else {} for role, m in (("student", student), ("teacher", teacher))}
         self.kw = kw
         self.sleep = bool(kw.get("sleep", False))
         self.engines: dict[str, Any] = {}
@@ -215,7 +215,8 @@ class VLLMBackend:
             # vLLM would stop such a sequence at the cap without a word; the HF backend would not.
             k = over[0]
             raise UserError(f"vllm.max_model_len={cap} cannot hold a {len(prompts[k])}-token prompt plus "
-                            f"{max_new[k]} new tokens ({len(over)} such rollout(s)); raise vllm.max_model_len")
+                            f"{max_new[k]} new tokens ({len(over)} such rollout(s)); "
+                            "raise vllm.max_model_len")
         llm = self._engine(role)
         reqs = [{"prompt_token_ids": list(prompts[k])} for k in live]
         params = [sampling_params(self.vllm, max_new[k], seeds[k], temperature, top_p, self.eos_ids,
