@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test install clean-results gpu-check
+.PHONY: reproduce test install clean-results gpu-check gpu-bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,3 +34,8 @@ clean-results:
 gpu-check:
 	python -m pytest -q -m gpu tests/test_vllm_backend.py
 	python -m tropd.cli bench --backends random --out results/bench/gpu
+
+# One CUDA GPU, offline, about 6 minutes on an H200: the training loop at the paper-deepseek shapes
+# (random weights), per phase, with MFU, and the chunked loss path at T = 8192 (results/bench/gpu/).
+gpu-bench:
+	python -m tropd.cli bench --gpu --out results/bench/gpu

@@ -3,6 +3,7 @@
     tropd bench --out results/bench            # about 2 minutes on a 2-core CPU
     tropd bench --out /tmp/b --quick           # small sizes, seconds (tests)
     tropd bench --backends MODEL_DIR --out results/bench/gpu   # vLLM vs HF rollout tokens/s (GPU)
+    tropd bench --gpu --out results/bench/gpu  # training loop, paper-deepseek shapes (tropd.benchlib.gpu)
 
 Writes OUT/summary.json and OUT/summary.md (atomically) with:
 - loss_memory_ratio   : peak memory of the chunked TrOPD loss path / naive full-vocabulary path
@@ -94,6 +95,10 @@ def bench_memory(sizes: dict, teacher: bool, extra: list[tuple], fresh_process: 
 def bench_main(args) -> int:
     if args.backends:
         return backends_main(args)
+    if args.gpu:
+        from tropd.benchlib import gpu
+
+        return gpu.main(args)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     t_start = time.time()

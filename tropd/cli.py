@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--backends", metavar="MODEL_DIR",
                    help="instead: rollout tokens/s of the vllm against the hf backend on this model (GPU)")
+    p.add_argument("--gpu", action="store_true",
+                   help="instead: the training loop at paper-deepseek shapes on one GPU (tropd.benchlib.gpu)")
+    p.add_argument("--steps", type=int, default=None, help="--gpu: training steps (default 3; 0 warms up)")
+    p.add_argument("--parts", default=None, help="--gpu: a subset of matmul,loss,decode,train (default all)")
     p.add_argument("--rows", type=int, default=256, help="--backends: sequences per rollout")
     p.add_argument("--max-new", type=int, default=1024, help="--backends: new tokens per sequence")
     p.add_argument("--repeats", type=int, default=3, help="--backends: timed rounds")

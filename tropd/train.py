@@ -133,7 +133,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         times: dict[str, float] = {}
 
         # 1. rollout: the behaviour policy writes completions (this process's share of the prompts).
-        t0 = time.perf_counter()
+        t0 = _clock(accelerator.device)
         fault_point("rollout", step)
         idx = prompts.indices(step, tc.prompts_per_step)
         mine = world.shard(len(idx))
@@ -145,7 +145,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                 temperature=tc.temperature, top_p=tc.top_p, pad_id=pad_id, positions=mine,
             )
         stage2.remember_rollout(step, batch)
-        times["time_rollout"] = time.perf_counter() - t0
+        times["time_rollout"] = _clock(accelerator.device) - t0
         batch = batch.to(accelerator.device)
         mask_all = batch.response_mask_BT
         finished_B = batch.finished_B if batch.finished_B is not None else torch.ones_like(mask_all[:, 0])
@@ -166,13 +166,13 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
             ctx = StepContext(step, tc.steps, micro.row_seeds(cfg.seed, step))
-            t0 = time.perf_counter()
+            t0 = _clock(accelerator.device)
             full = "full_logits" in method.needs
             scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, full, vocab)
                       if method.scores_teacher else
                       {"teacher_logp_BT": torch.full_like(micro.behav_logp_BT, float("nan"))})
-            t_score += time.perf_counter() - t0
-            t0 = time.perf_counter()
+            t_score += _clock(accelerator.device) - t0
+            t0 = _clock(accelerator.device)
             # bf16 for the student forward only, closed before backward and the step; the method
             # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
             args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, full, vocab)
@@ -187,7 +187,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
             res.loss_BT = poison(res.loss_BT, "loss", step)
             loss = reduce_loss(res.loss_BT, loss_mask, tc.loss_norm, denom)
             loss.backward()
-            t_fwd += time.perf_counter() - t0
+            t_fwd += _clock(accelerator.device) - t0
             loss_total += float(loss.detach())
             # rkl and the entropies cover every response, cut or not, on the tokens the student wrote:
             # a teacher prefix (TrOPD's guidance, whose share anneals to 0) is another distribution.
@@ -210,7 +210,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         times["time_score"], times["time_fwd_bwd"] = t_score, t_fwd
 
         # 5. reduce across processes, then step: clip, divergence check, optimizer.
-        t0 = time.perf_counter()
+        t0 = _clock(accelerator.device)
         world.sum_gradients(student.parameters())
         sums = world.sum_dict(sums)
         loss_total = world.sum([loss_total])[0]
@@ -228,7 +228,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         backend.sync_weights(student)
-        times["time_optim"] = time.perf_counter() - t0
+        times["time_optim"] = _clock(accelerator.device) - t0
 
         # 6. log and checkpoint. The step's metrics line travels in the checkpoint, so that a kill
         # between the checkpoint and the line's write cannot lose it (truncate_metrics restores it).
@@ -239,7 +239,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                     "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
                     "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
                     **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
-        t0 = time.perf_counter()
+        t0 = _clock(accelerator.device)
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
             fault_point("checkpoint", step + 1)
             weights, optim_state = world.student_state(student), world.optimizer_state(student, optimizer)
@@ -249,7 +249,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                            "metrics_line": line}, tc.keep_checkpoints)
         if line is None:
             continue
-        line["time_ckpt"] = time.perf_counter() - t0
+        line["time_ckpt"] = _clock(accelerator.device) - t0
         fault_point("metrics", step + 1)
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
@@ -270,6 +270,14 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         finish(out, student, tok, summary, weights)
     world.barrier()
     return summary
+
+
+def _clock(device: torch.device) -> float:
+    """perf_counter once the device's queued work is done: CUDA kernels run asynchronously, so an
+    unsynchronised clock would charge one phase's kernels to the next (scoring to the student pass)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tensor,
