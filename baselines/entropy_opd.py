@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.opd import k1_reward, pg_loss
 from tropd.methods.terms import on_policy, top_fraction_mask
 from tropd.registry import MethodOutput, StepContext, TokenStats, register

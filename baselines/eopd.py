@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.opd import k1_reward
 from tropd.methods.terms import ppo_pg_loss, topk_fkl
 from tropd.registry import MethodOutput, StepContext, TokenStats, register

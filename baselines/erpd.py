@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.opd import k1_reward
 from tropd.methods.terms import ppo_pg_loss
 from tropd.methods.tropd import REOPOLD_FLOOR, trust_region_terms

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
 
 

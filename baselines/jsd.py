@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.opd import k1_reward
 from tropd.methods.terms import importance_ratio, topk_fkl, topk_logps
 from tropd.registry import MethodOutput, StepContext, TokenStats, register

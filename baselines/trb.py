@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.terms import importance_ratio
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
 

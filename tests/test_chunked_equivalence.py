@@ -127,7 +127,8 @@ def test_teacher_topk_equals_topk_of_full_softmax(chunk):
 def test_tropd_loss_and_gradients_equal_naive(chunk):
     """The registered TrOPD loss on chunked stats equals the same loss on full-vocabulary stats."""
     from tropd.reduce import reduce_loss, step_denominator
-    from tropd.registry import StepContext, TokenStats, get_method
+    from tropd.catalog import get_method
+    from tropd.registry import StepContext, TokenStats
 
     method = get_method("tropd")
     params = method.parse_params({})

@@ -14,7 +14,8 @@ import torch
 from tropd.blend import blend_logprobs, trb_eps
 from tropd.config import REPO_ROOT, ConfigError, load_config
 from tropd.methods.guidance import max_prefix_len, sample_prefix_len
-from tropd.registry import StepContext, TokenStats, all_methods, get_method
+from tropd.catalog import all_methods, get_method
+from tropd.registry import StepContext, TokenStats
 from tropd.seeding import row_seeds
 
 DT = torch.float64
@@ -339,10 +340,15 @@ def test_registered_methods_are_listed_by_the_cli(capsys):
     from tropd.cli import main
 
     assert main(["methods"]) == 0
-    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
-    assert listed == set(all_methods())
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if " -> " in line]
+    listed = {r[0] for r in rows}  # every name --method accepts ...
+    assert listed == {p.stem for p in (REPO_ROOT / "configs" / "methods").glob("*.yaml")}
     assert {"opd", "tropd", "topk_fkl", "jsd", "entropy_opd", "eopd", "reopold", "reopold_2stage", "trb",
-            "gkd", "seqkd", "erpd"} <= listed
+            "gkd", "seqkd", "erpd", "tropd_mask", "tropd_clip", "fkl_outlier", "mask_outlier",
+            "clip_outlier"} <= listed
+    assert {r[2] for r in rows} == set(all_methods())  # ... reaches every registered function
+    by_name = {r[0]: r for r in rows}
+    assert by_name["clip_outlier"][2] == "tropd" and "outlier_mode=clip," in by_name["clip_outlier"]
     for m in all_methods().values():
         assert m.description and m.reference and m.fn.__module__ and m.rollout
 

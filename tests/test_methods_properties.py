@@ -23,7 +23,8 @@ import torch
 from tropd.blend import blend_logprobs
 from tropd.config import REPO_ROOT, load_config
 from tropd.reduce import reduce_loss, step_denominator
-from tropd.registry import StepContext, TokenStats, all_methods, get_method
+from tropd.catalog import all_methods, get_method
+from tropd.registry import StepContext, TokenStats
 from tropd.seeding import row_seeds
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "configs" / "methods").glob("*.yaml"))

@@ -56,7 +56,8 @@ def test_method_smoke(preset, tiny_profile, tmp_path, store):
 def test_a_method_that_never_reads_the_teacher_skips_scoring(tiny_profile, tmp_path, monkeypatch):
     """SeqKD registers scores_teacher=False: the loop never calls the teacher forward."""
     import tropd.train
-    from tropd.registry import _REGISTRY, get_method, register
+    from tropd.catalog import get_method
+    from tropd.registry import _REGISTRY, register
 
     get_method("seqkd")
     assert [n for n, m in _REGISTRY.items() if not m.scores_teacher] == ["seqkd"]

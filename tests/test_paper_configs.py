@@ -79,7 +79,7 @@ def test_every_method_keeps_the_paper_settings(profile):
         cfg = load_config(path(profile), method=name)  # the preset exists and its params parse
         for key, want in PAPER.items():
             assert get(cfg, key) == want, f"preset {name} changes {key}"
-        from tropd.registry import get_method
+        from tropd.catalog import get_method
 
         params = get_method(cfg.method.name).parse_params(cfg.method.params)
         if getattr(params, "guidance", False):

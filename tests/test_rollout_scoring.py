@@ -84,7 +84,7 @@ def test_behaviour_logprobs_match_scoring(models):
 
 
 def test_guided_rollout_prefix_then_student():
-    from tropd.registry import get_method
+    from tropd.catalog import get_method
 
     params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     fb = FakeBackend(V, {2}, 0, low=3, eos_prob=0.0)
@@ -106,7 +106,7 @@ def test_guided_rollout_prefix_then_student():
 def test_guided_teacher_writes_only_the_prefix_it_contributes(models, backend):
     """The teacher is asked for at most the drawn prefix length, and the rollouts equal those of a
     teacher that writes max_new_tokens and is cut afterwards (its seeds fix the tokens)."""
-    from tropd.registry import get_method
+    from tropd.catalog import get_method
 
     params = get_method("tropd").parse_params({"guided_fraction": 1.0})
     inner = FakeBackend(V, {2}, 0, low=3, eos_prob=0.15) if backend == "fake" else HFBackend(*models, {2}, 0)

@@ -117,7 +117,7 @@ def test_external_kind_checks_paths(prepared, tmp_path, capsys):
     path = tmp_path / "ext.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["prepare", "--config", str(path)]) == 2
-    assert "student model not found" in capsys.readouterr().err
+    assert "student: model not found" in capsys.readouterr().err
     cfg["student"]["path"] = cfg["teacher"]["path"]
     path.write_text(yaml.safe_dump(cfg))
     assert main(["prepare", "--config", str(path)]) == 2

@@ -209,7 +209,7 @@ def test_teacher_engine_is_built_lazily_in_its_own_process(fake_vllm, models):
 
 def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
     pytest.importorskip("tropd.methods.guidance")
-    from tropd.registry import get_method
+    from tropd.catalog import get_method
 
     params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     b = backend(models)

@@ -39,7 +39,6 @@ FULL = {
                      ("chunked chunk=128, mmap>=1MiB", "chunked", 128, 1 << 20)],
     "step": step.StepShape(), "step_repeats": 9,
     "rollout_shapes": rollout.SHAPES, "rollout_repeats": {"tiny": 15, "vocab49k": 5},
-    "proposal_shape": rollout.RolloutShape("vocab49k", 49152, 64, 2, 16, 16), "proposal_repeats": 5,
     "eval": {"n_code": 10, "n_math": 100, "repeats": 3},
 }
 QUICK = {
@@ -49,7 +48,6 @@ QUICK = {
                            prompts=2, rollouts=2, max_new=6, topk=4, chunk=4, micro_batch=2),
     "step_repeats": 2,
     "rollout_shapes": rollout.QUICK_SHAPES, "rollout_repeats": {"tiny": 2},
-    "proposal_shape": rollout.QUICK_SHAPES[0], "proposal_repeats": 1,
     "eval": {"n_code": 1, "n_math": 4, "repeats": 1},
 }
 
@@ -121,8 +119,6 @@ def bench_main(args) -> int:
                                                   progress=lambda m: _log(f"  rollout {m}"))
             r = rolls[shape.name]
             _log(f"  hf {r['hf_tok_s']:.0f} tok/s, generate {r['generate_tok_s']:.0f} tok/s")
-        _log(f"rollout prototypes at {cfg['proposal_shape'].name}")
-        props = rollout.proposals(cfg["proposal_shape"], cfg["proposal_repeats"])
         _log("eval throughput: code checks, math items")
         ev = evalspeed.run(**cfg["eval"])
     finally:
@@ -140,7 +136,7 @@ def bench_main(args) -> int:
         "machine": {**info, "torch_threads": 1, "loadavg_end": loadavg()},
         "wall_s": time.time() - t_start,
         "details": {"memory": mem, "step": st, "rollout": rolls, "rollout_head_shape": head,
-                    "rollout_prototypes": props, "eval": ev},
+                    "eval": ev},
     }
     summary["meets_goal"] = {
         "loss_memory_ratio": summary["loss_memory_ratio"] <= GOALS["loss_memory_ratio"]["max"],

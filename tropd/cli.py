@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: results/<profile>)")
     p.add_argument("overrides", nargs="*")
 
-    sub.add_parser("methods", help="list registered methods")
+    sub.add_parser("methods", help="every --method preset: the function it runs and the parameters it sets")
 
     p = sub.add_parser("bench", help="speed and memory benchmarks -> results/bench/")
     p.add_argument("--out", default="results/bench")
@@ -89,10 +89,16 @@ _COMMANDS = {
 
 
 def methods_main(args: argparse.Namespace) -> int:
-    from tropd.registry import all_methods
+    """Every name `--method` accepts (a preset, configs/methods/<name>.yaml), the registered function it
+    runs, the parameters the preset sets (the rest keep the function's defaults) and what it is."""
+    from tropd.config import REPO_ROOT, method_preset
+    from tropd.catalog import get_method
 
-    for name, m in all_methods().items():
-        print(f"{name:16s} {m.description}  [{m.reference}]")
+    for path in sorted((REPO_ROOT / "configs" / "methods").glob("*.yaml")):
+        m = method_preset(path.stem).get("method", {})
+        fn = get_method(m.get("name", path.stem))
+        params = ", ".join(f"{k}={v}" for k, v in (m.get("params") or {}).items()) or "(defaults)"
+        print(f"{path.stem:16s} -> {fn.name:12s} {params}\n{'':20s}{fn.description}  [{fn.reference}]")
     return 0
 
 
@@ -111,7 +117,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from tropd.config import ConfigError
+    from tropd.errors import ConfigError
     from tropd.errors import UserError
 
     try:

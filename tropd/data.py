@@ -58,7 +58,7 @@ def load_prompts(cfg: RunConfig, tok) -> PromptSet:
     path = train_file(cfg)
     if not path.is_file():
         raise UserError(f"profile '{cfg.profile}' is not prepared: {path} is missing "
-                        f"(run `tropd prepare --config <profile yaml>`)")
+                        f"(run `tropd prepare --config {getattr(cfg, 'source', None) or '<profile yaml>'}`)")
     rows = read_jsonl(path)
     for i, r in enumerate(rows, 1):
         for key in ("id", "prompt"):

@@ -169,7 +169,7 @@ class _Model:
         from tropd.models import check_exists, load_tokenizer
 
         self.cfg, self.path, self.spec = cfg, path, _model_spec(cfg, path)
-        check_exists(self.spec, "eval model")
+        check_exists(self.spec, "--model", "a model folder: a run's student/ or a prepared profile's models")
         self.tok = load_tokenizer(self.spec)
         self.prompt_lists, self.max_new = prompt_lists, max_new
         self._hf = self._llm = None
@@ -180,7 +180,7 @@ class _Model:
             from tropd.models import load_model
 
             self.close()
-            self._hf = load_model(self.spec, role="eval model")
+            self._hf = load_model(self.spec, role="--model")
         return self._hf
 
     @property

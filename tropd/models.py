@@ -6,6 +6,7 @@ the tokenizer's chat template, so teacher and student must share it (`tropd pref
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -43,16 +44,40 @@ def local_path(path: str) -> str:
     return path
 
 
-def check_exists(spec: ModelSpec, role: str) -> None:
-    """Fail early, naming the role and path, if a model folder is missing."""
-    path = local_path(spec.path)
+# A Hugging Face hub id is `name` or `namespace/name`; a path with more parts is a folder.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def check_exists(spec: ModelSpec, role: str, hint: str = "run `tropd prepare` first") -> None:
+    """Fail early, in one line naming the role, the path and `hint`, where a model cannot load offline:
+    a folder that is not there, or a hub id that is not in the local HF cache (runs never download).
+    A path with a slash more than `namespace/name`, or one starting with `.` or `/`, is a folder."""
     if not spec.path:
         raise UserError(f"{role}.path is empty")
-    looks_local = spec.path.startswith((".", "/")) or "/" not in spec.path or Path(path).exists()
-    if looks_local and not Path(path).exists():
-        raise UserError(f"{role} model not found at {spec.path} (run `tropd prepare` first)")
-    if spec.gguf_file and not (Path(path) / spec.gguf_file).is_file():
-        raise UserError(f"{role}.gguf_file not found: {Path(path) / spec.gguf_file}")
+    path = local_path(spec.path)
+    if Path(path).exists():
+        if spec.gguf_file and not (Path(path) / spec.gguf_file).is_file():
+            raise UserError(f"{role}.gguf_file not found: {Path(path) / spec.gguf_file}")
+        return
+    if spec.path.startswith((".", "/")) or not _HUB_ID.fullmatch(spec.path):
+        raise UserError(f"{role}: model not found at {spec.path} ({hint})")
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(spec.path, spec.gguf_file or "config.json"), str):
+        raise UserError(f"{role}: model not found at {spec.path}: no such folder, nor in the local Hugging Face "
+                        f"cache (runs are offline; {hint})")
+
+
+def check_profile_models(cfg) -> None:
+    """The teacher and student of a profile, checked before anything loads, with the way to get them:
+    `tropd prepare` for the profiles it builds, a download for external ones (docs/scale.md)."""
+    from tropd.config import ExternalPrepare
+
+    source = getattr(cfg, "source", None) or "<profile yaml>"
+    for spec, role in ((cfg.teacher, "teacher"), (cfg.student, "student")):
+        hint = (f"download it and set {role}.path, see docs/scale.md" if isinstance(cfg.prepare, ExternalPrepare)
+                else f"profile '{cfg.profile}' is not prepared: run `tropd prepare --config {source}`")
+        check_exists(spec, role, hint)
 
 
 def load_tokenizer(spec: ModelSpec):

@@ -20,7 +20,7 @@ from tropd.config import RunConfig, config_hash, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
 from tropd.io import atomic_write_json
-from tropd.models import load_model, load_tokenizer, output_rows, shared_vocab
+from tropd.models import check_profile_models, load_model, load_tokenizer, output_rows, shared_vocab
 from tropd.rollout import collect, make_backend
 from tropd.scoring import student_forward, teacher_score
 
@@ -43,6 +43,7 @@ def check_tokenizers(t_tok, s_tok) -> None:
 
 def preflight(cfg: RunConfig, n_prompts: int = 4) -> dict:
     t0 = time.time()
+    check_profile_models(cfg)
     t_tok, s_tok = load_tokenizer(cfg.teacher), load_tokenizer(cfg.student)
     check_tokenizers(t_tok, s_tok)
     teacher = load_model(cfg.teacher, "teacher")

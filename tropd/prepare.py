@@ -12,7 +12,7 @@ import importlib
 from tropd.config import ExternalPrepare, SmolPrepare, TinyPrepare, load_config
 from tropd.data import train_file
 from tropd.errors import UserError
-from tropd.models import check_exists
+from tropd.models import check_profile_models
 
 
 def prepare_main(args: argparse.Namespace) -> int:
@@ -25,8 +25,7 @@ def prepare_main(args: argparse.Namespace) -> int:
     if isinstance(kind, SmolPrepare):
         return int(importlib.import_module("tropd.smol").prepare(cfg) or 0)
     if isinstance(kind, ExternalPrepare):
-        check_exists(cfg.teacher, "teacher")
-        check_exists(cfg.student, "student")
+        check_profile_models(cfg)
         if not train_file(cfg).is_file():
             raise UserError(f"{train_file(cfg)} is missing: an external profile brings its own training "
                             "prompts, one {id, domain, prompt, reference} object per line (docs/scale.md)")

@@ -87,7 +87,7 @@ class Method:
     scores_teacher: bool = True  # False: the loss never reads the teacher (SeqKD); no scoring pass
 
     def parse_params(self, raw: dict[str, Any]) -> Any:
-        from tropd.config import build
+        from tropd.schema import build
 
         obj = build(self.params, raw, "method.params")
         check = getattr(obj, "check", None)
@@ -123,30 +123,3 @@ def register(
         return fn
 
     return deco
-
-
-def _load_all() -> None:
-    # tropd's own methods, then the baselines package (which depends on tropd, not vice versa:
-    # it is imported by name here only to populate the registry).
-    import importlib
-
-    importlib.import_module("tropd.methods")
-    try:
-        importlib.import_module("baselines")
-    except ModuleNotFoundError as e:  # pragma: no cover - baselines ships with the project
-        if e.name != "baselines":
-            raise
-
-
-def get_method(name: str) -> Method:
-    _load_all()
-    if name not in _REGISTRY:
-        from tropd.config import ConfigError
-
-        raise ConfigError(f"method.name: unknown method '{name}' (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name]
-
-
-def all_methods() -> dict[str, Method]:
-    _load_all()
-    return dict(sorted(_REGISTRY.items()))

@@ -42,7 +42,8 @@ from pathlib import Path
 
 import torch
 
-from tropd.config import ConfigError, RunConfig, SmolPrepare
+from tropd.config import RunConfig, SmolPrepare
+from tropd.errors import ConfigError
 from tropd.errors import UserError
 from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tropd.models import format_prompt

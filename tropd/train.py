@@ -33,10 +33,11 @@ from tropd.dist import World
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison, set_method
 from tropd.io import atomic_write_json, atomic_write_text
-from tropd.models import load_model, load_tokenizer, shared_vocab
+from tropd.models import check_profile_models, load_model, load_tokenizer, shared_vocab
 from tropd.preflight import check_tokenizers
 from tropd.reduce import masked_mean, reduce_loss, step_count
-from tropd.registry import StepContext, TokenStats, get_method
+from tropd.catalog import get_method
+from tropd.registry import StepContext, TokenStats
 from tropd.rollout import collect, make_backend, rollout_kind
 from tropd.runstate import (
     Stage2, finish, make_optimizer, peak_mem_mb, read_summary, truncate_metrics,
@@ -54,6 +55,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
     from accelerate import Accelerator
 
     t_start = time.time()
+    check_profile_models(cfg)  # before the accelerator: a missing model is one line, not a set-up
     method = get_method(cfg.method.name)
     params = method.parse_params(cfg.method.params)
     set_method(cfg.method.name)

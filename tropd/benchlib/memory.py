@@ -55,7 +55,8 @@ def _setup(T: int, V: int, D: int, K: int, P: int = 8, seed: int = 0):
 def _loss(stud: dict, batch, scored: dict) -> torch.Tensor:
     """The registered TrOPD loss on these per-token stats, reduced by the shared reducer."""
     from tropd.reduce import reduce_loss, step_denominator
-    from tropd.registry import StepContext, TokenStats, get_method
+    from tropd.catalog import get_method
+    from tropd.registry import StepContext, TokenStats
 
     method = get_method("tropd")
     s = TokenStats(mask_BT=batch.response_mask_BT, from_teacher_BT=batch.from_teacher_BT,

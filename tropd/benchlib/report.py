@@ -114,10 +114,6 @@ def _reading(s: dict) -> list[str]:
             L.append(f"- Noise: the {label} ratio's two estimates differ by more than 10% "
                      f"({r['median_of_ratios']:.3f} vs {r['ratio_of_medians']:.3f}): the load changed during "
                      "the run; rerun on a quieter machine before reading more than the side of the goal.")
-    p = d["rollout_prototypes"]
-    best = max((k for k in p["speedup"] if k != "current"), key=lambda k: p["speedup"][k])
-    L.append(f"- Prototypes (`{p['shape']['name']}`): best `{best}`, {p['speedup'][best]:.2f}x the current "
-             f"loop ({'same' if p['same_tokens'][best] else 'different'} tokens).")
     return L
 
 
@@ -176,13 +172,6 @@ def _rollout(d: dict) -> list[str]:
         for v, b in r["us_per_token"].items():
             L.append(f"| {name} | {v} | {b['total']:.1f} | {b['forward']:.1f} | {b['sample']:.1f} "
                      f"| {b['rest']:.1f} |")
-    p = d["rollout_prototypes"]
-    sh = p["shape"]
-    L += ["", f"Prototyped changes to `hf.decode` (`tropd/benchlib/rollout_proto.py`), shape `{sh['name']}` "
-          f"(V={sh['vocab']}, {sh['rows']} rows x {sh['max_new']} tokens):", "",
-          "| variant | us/token | speed-up vs current | same tokens as current |", "|---|---|---|---|"]
-    for k, us in p["us_per_token"].items():
-        L.append(f"| {k} | {us:.1f} | {p['speedup'][k]:.3f} | {'yes' if p['same_tokens'][k] else 'no'} |")
     return L
 
 

@@ -119,34 +119,3 @@ def run_shape(shape: RolloutShape, repeats: int, progress=None) -> dict:
 def run(shapes: list[RolloutShape], repeats: int, progress=None) -> dict:
     torch.manual_seed(0)
     return {s.name: run_shape(s, repeats, progress) for s in shapes}
-
-
-def proposals(shape: RolloutShape, repeats: int, progress=None) -> dict:
-    """Per-token time of `hf.decode` as it is and with each prototype of `rollout_proto` swapped in.
-
-    Also checks that the prototypes sample the same tokens as the current code on these prompts.
-    """
-    from tropd.benchlib.rollout_proto import block_sample_rows, patched_sampler
-    from tropd.models import build_llama
-    from tropd.rollout.hf import decode
-
-    model = build_llama(shape.vocab, shape.hidden, shape.layers, pad_token_id=0, seed=3).eval()
-    prompts = random_prompts(shape.rows, shape.vocab, seed=1)
-    seeds = list(range(shape.rows))
-
-    def variant(block: bool):
-        def fn():
-            if block:
-                with patched_sampler(block_sample_rows):
-                    return decode([model], prompts, [shape.max_new] * shape.rows, seeds, set(), 0)
-            return decode([model], prompts, [shape.max_new] * shape.rows, seeds, set(), 0)
-        return fn
-
-    fns = {"current": variant(False), "block sampler": variant(True)}
-    ref = [t for t, _, _ in fns["current"]()]
-    same = {k: [t for t, _, _ in f()] == ref for k, f in fns.items()}
-    t = interleaved(fns, repeats, warmup=1, progress=progress)
-    n = shape.rows * shape.max_new
-    us = {k: median(v) / n * 1e6 for k, v in t.items()}
-    return {"shape": vars(shape), "us_per_token": us, "same_tokens": same,
-            "speedup": {k: ratio_stats(t["current"], v)["median_of_ratios"] for k, v in t.items()}}

@@ -74,7 +74,7 @@ class StepBench:
 
         from tropd.config import TrainConfig
         from tropd.models import build_llama
-        from tropd.registry import get_method
+        from tropd.catalog import get_method
         from tropd.rollout.hf import HFBackend
         from tropd.runstate import make_optimizer
 

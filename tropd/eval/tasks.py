@@ -73,7 +73,8 @@ def _tiny(rel: str) -> Callable[[RunConfig | None], Path]:
             raise UserError("tiny tasks read <paths.data> from a config: pass --config")
         p = cfg.resolve(cfg.paths.data) / rel
         if not p.is_file():
-            raise UserError(f"tiny task data not found: {p} (run `tropd prepare --config <profile>`)")
+            raise UserError(f"tiny task data not found: {p} (profile '{cfg.profile}' is not prepared: run "
+                            f"`tropd prepare --config {getattr(cfg, 'source', None) or '<profile yaml>'}`)")
         return p
     return path
 

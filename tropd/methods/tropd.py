@@ -56,7 +56,7 @@ from typing import Literal
 
 import torch
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.methods.guidance import guidance_loss
 from tropd.methods.opd import k1_reward, pg_loss
 from tropd.methods.terms import bernoulli_trust, on_policy, topk_fkl

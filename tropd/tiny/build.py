@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from tropd.config import ConfigError, RunConfig
+from tropd.config import RunConfig
+from tropd.errors import ConfigError
 from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tropd.models import build_llama
 from tropd.seeding import derive_seed

@@ -10,7 +10,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.seeding import generator
 
 IGNORE = -100

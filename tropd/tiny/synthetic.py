@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tropd.config import ConfigError
+from tropd.errors import ConfigError
 from tropd.seeding import derive_seed
 
 

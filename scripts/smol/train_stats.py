@@ -1,5 +1,5 @@
 """STAGES.md's two training tables, from the smol runs' metrics.jsonl (run from the repo root):
-    python results/smol/train_stats.py opd tropd topk_fkl
+    python scripts/smol/train_stats.py opd tropd topk_fkl
 Mean seconds a step per phase, and the means of the first and of the last 5 steps of what moved.
 """
 import json

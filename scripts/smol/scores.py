@@ -1,5 +1,5 @@
 """STAGES.md's score tables, from the smol eval summaries (run from the repo root):
-    python results/smol/scores.py teacher student opd tropd topk_fkl
+    python scripts/smol/scores.py teacher student opd tropd topk_fkl
 Scores with each eval's 95% bootstrap interval over items, and each method's change from the
 untrained student. (The finished share is results/smol/tables/finished.md, made by tropd aggregate.)
 """

@@ -2,7 +2,7 @@
 
 A one-off measurement beside the DAG, run from the repo root after `tropd prepare --config
 configs/smol.yaml`:
-    python results/smol/repeat_reward.py [STEPS] [key=value config overrides...]
+    python scripts/smol/repeat_reward.py [STEPS] [key=value config overrides...]
 It draws the rollouts of the first STEPS (default 8) training steps exactly as the smol OPD run does
 (same prompts, seeds, temperature 1.0, 256 new tokens), scores them with the teacher, and splits the
 sampled tokens into *repeats* (the 4-gram ending at the token already occurred earlier in the same

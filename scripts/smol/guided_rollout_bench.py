@@ -3,7 +3,7 @@
 
 A one-off measurement beside the DAG, run from the repo root after `tropd prepare --config
 configs/smol.yaml`:
-    python results/smol/guided_rollout_bench.py
+    python scripts/smol/guided_rollout_bench.py
 The smol models, 4 prompts x 4 rollouts of up to 256 tokens under bf16 autocast (as in training), at
 steps 5, 15 and 25 of 30, the two variants interleaved. The token-id checksum shows that both
 write the same rollouts.
@@ -15,7 +15,7 @@ import torch
 from tropd.config import load_config
 from tropd.data import load_prompts
 from tropd.models import load_model, load_tokenizer
-from tropd.registry import get_method
+from tropd.catalog import get_method
 from tropd.rollout import collect, make_backend
 
 cfg = load_config("configs/smol.yaml", method="tropd")

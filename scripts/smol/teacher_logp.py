@@ -1,7 +1,7 @@
 """The teacher's mean log-prob per token of each row's greedy GSM8K completions (STAGES.md).
 
 A one-off measurement beside the DAG, run from the repo root after the smol DAG:
-    python results/smol/teacher_logp.py teacher student opd tropd topk_fkl
+    python scripts/smol/teacher_logp.py teacher student opd tropd topk_fkl
 Scores the first 40 completions of results/smol/evals/<row>/seed0/gsm8k.samples.jsonl, each without
 its prompt (the samples file holds completions only), in fp32.
 """
