@@ -143,3 +143,57 @@ def test_sweep_profile_arms():
                       overrides=[*level_overrides(cfg, x), *a.overrides])
     assert run.prepare.mismatch == x and run.train.lr == pytest.approx(cfg.train.lr * a.lr_scale)
     assert f"m{x:g}" in run.student.path
+
+
+def test_aggregate_of_a_synthetic_sweep_writes_every_output(tmp_path):
+    """`tropd aggregate` on a sweep profile: per-level result trees in, tables, plots, claims.md and the
+    audit copies (gzip metrics, resolved configs) out."""
+    import gzip
+    import json
+
+    import yaml
+
+    from tropd.cli import main as cli
+    from tropd.sweep import arms
+
+    prof = {"profile": "synsweep", "paths": {k: str(tmp_path / k) for k in ("data", "models", "results")},
+            "train": {"steps": 4}, "eval": {"tasks": ["tiny_math", "tiny_code"]},
+            "workflow": {"methods": ["opd", "tropd", "topk_fkl"], "seeds": [0, 1, 2]},
+            "sweep": {"levels": [0.2, 0.8], "lr_scales": [2.5], "lr_methods": ["opd", "tropd"],
+                      "readings_level": 0.8, "readings": ["fkl_outlier", "tropd_g_fixed"]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    cfg = load_config(path)
+    for i, x in enumerate(cfg.sweep.levels):
+        name = f"{x:g}"
+        (tmp_path / "models" / f"m{name}").mkdir(parents=True)
+        (tmp_path / "models" / f"m{name}" / "probe.json").write_text(json.dumps(
+            {"teacher_logp": {"student_samples": {"frac_below_0.01": 0.1 + 0.1 * i}}}))
+        level = tmp_path / "results" / f"m{name}"
+        rows = [a.name for a in arms(cfg, x)] + ["teacher", "student"]
+        for j, row in enumerate(rows):
+            for seed in (0, 1, 2):
+                for task, domain in (("tiny_math", "math"), ("tiny_code", "code")):
+                    e = {"task": task, "domain": domain, "primary": "accuracy", "decoding": {"temperature": 0.0},
+                         "model": row, "metrics": {"accuracy": {"mean": 0.3 + 0.05 * j + 0.01 * seed}}}
+                    p = level / "evals" / row / f"seed{seed}" / f"{task}.json"
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_text(json.dumps(e))
+                if row in ("teacher", "student"):
+                    continue
+                d = level / "runs" / row / f"seed{seed}"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "summary.json").write_text(json.dumps({"status": "finished", "seed": seed}))
+                (d / "metrics.jsonl").write_text("".join(json.dumps(
+                    {"step": s, "grad_norm": 1.0 + s + j, "student_entropy": 0.5,
+                     **({"heldout_avg": 0.4 + 0.01 * s} if s % 2 else {})}) + "\n" for s in range(4)))
+    assert cli(["aggregate", "--config", str(path)]) == 0
+    out = tmp_path / "results"
+    for f in ("claims.md", "tables/scores.md", "tables/vs_opd.md", "tables/vs_opd.csv", "tables/slopes.md",
+              "tables/readings.md", "tables/per_seed.csv", "plots/score_vs_mismatch.png",
+              "plots/learning_curves.png", "plots/grad_norm.png", "m0.2/probe.json"):
+        assert (out / f).is_file(), f
+    m = out / "audit" / "m0.8" / "tropd_g_fixed" / "seed1" / "metrics.jsonl.gz"
+    assert len(gzip.decompress(m.read_bytes()).decode().splitlines()) == 4
+    claims_text = (out / "claims.md").read_text()
+    assert "measured 10.0%" in claims_text and "## (c)" in claims_text

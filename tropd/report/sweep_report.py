@@ -169,7 +169,8 @@ def readings_markdown(study: Study, cfg: RunConfig) -> str:
         return "\n".join(lines + ["No readings in this profile.", ""])
     lines += [f"At level {lv.name}: each TrOPD reading minus FKL Outlier (TrOPD without guidance), paired by seed; "
               "mean [95% t interval] in points. help: interval > 0; hurt: interval < 0; nothing: contains 0.", "",
-              "| Reading | preset | Avg | Math | Code | Instruct | guidance |", "|---|---|---:|---:|---:|---:|---|"]
+              "| Reading | preset | Avg | " + " | ".join(TASK_LABELS.get(t, t) for t in study.tasks) + " | guidance |",
+              "|---|---|" + "---:|" * (1 + len(study.tasks)) + "---|"]
     from tropd.config import method_preset
 
     for a in lv.arms.values():

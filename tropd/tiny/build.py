@@ -184,11 +184,14 @@ def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
         return {"final_sft_loss": {k: _tail_mean(v) for k, v in losses.items()},
                 "params": {k: sum(x.numel() for x in m.parameters()) for k, m in models.items()}}
     for role, model in models.items():
+        if role not in losses:  # the prepared teacher of a student-only build
+            continue
         n_params = sum(x.numel() for x in model.parameters())
         print(f"tropd prepare: {role} {n_params / 1e6:.2f}M parameters, final SFT loss "
               f"{_tail_mean(losses[role]):.3f}", flush=True)
 
-    tests = {d: read_jsonl(data_tmp / d / "test.jsonl") for d in p.domains}
+    data_dir = cfg.resolve(cfg.paths.data) if p.build == "student" else data_tmp
+    tests = {d: read_jsonl(data_dir / d / "test.jsonl") for d in p.domains}
     report = probe(models["teacher"], models["student"], tok, tests,
                    {d: [it.prompt for it in test[d]] for d in p.domains},
                    {d: [it.prompt for it in train[d][:PROBE_PROMPTS]] for d in p.domains},
