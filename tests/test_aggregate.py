@@ -380,3 +380,18 @@ def test_run_summaries_without_the_graders_punkt_check_agree_with_the_evals(tmp_
     assert cli(["aggregate", "--config", str(cfg)]) == 0
     md = (tmp_path / "r" / "results" / "tables" / "main.md").read_text()
     assert f"packages {format_versions(VERSIONS)};" in md and "packages differ" not in md
+
+
+def test_aggregate_writes_the_vs_opd_table_and_claims(tmp_path):
+    """Every profile gets the paired "vs OPD" table and claims.md; TrOPD 0.1 above OPD at every seed is a
+    paired difference of exactly +10 points with a zero-width interval (claim a supported)."""
+    profile = write_results(tmp_path, full_scores(BASE))
+    assert cli(["aggregate", "--config", str(profile)]) == 0
+    tables = tmp_path / "results" / "tables"
+    frame = pd.read_csv(tables / "vs_opd.csv")
+    avg = frame[(frame.method == "tropd") & (frame.column == "avg")].iloc[0]
+    assert (avg["mean"], avg["ci95_lo"], avg["ci95_hi"], avg["n_pairs"]) == pytest.approx((0.1, 0.1, 0.1, 3))
+    assert "+10.0" in (tables / "vs_opd.md").read_text()
+    claims = (tmp_path / "results" / "claims.md").read_text()
+    assert "| (a) TrOPD beats OPD" in claims and "**supported**" in claims.split("\n## ")[0]
+    assert "Not tested by this profile" in claims  # (c) needs several levels or learning rates

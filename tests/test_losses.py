@@ -412,3 +412,20 @@ def test_top_fraction_mask_keeps_exactly_ceil_frac_n_and_breaks_ties_by_position
     keep = top_fraction_mask(score_BT, valid_BT, 0.05)
     assert int(keep.sum()) == math.ceil(0.05 * 98) == 5
     assert keep[3, 24] and keep[0, 2:6].all()  # the top score, then the earliest valid tied tokens
+
+
+def test_prefix_norm_separate_averages_teacher_and_student_tokens_over_their_own_counts():
+    """A step with 1 teacher token and 3 student tokens (4 in all): the shared reducer divides every
+    token's loss by 4; `separate` rescales so that the teacher token's sum is divided by 1 and the
+    students' by 3."""
+    s, _ = stats(k=3, B=1, T=4)
+    s.from_teacher_BT = torch.tensor([[True, False, False, False]])
+    m = get_method("tropd")
+    shared = m.fn(s, m.parse_params({}), ctx(s)).loss_BT.detach()
+    c = ctx(s)
+    sep_ctx = StepContext(c.step, c.total_steps, c.seed_B, step_tokens=4.0, step_teacher_tokens=1.0)
+    sep = m.fn(s, m.parse_params({"prefix_norm": "separate"}), sep_ctx).loss_BT.detach()
+    assert sep[0, 0] == pytest.approx(4.0 * shared[0, 0])
+    assert torch.allclose(sep[0, 1:], shared[0, 1:] * 4.0 / 3.0)
+    # without step counts (a caller that does not give them) nothing is rescaled
+    assert torch.equal(m.fn(s, m.parse_params({"prefix_norm": "separate"}), c).loss_BT.detach(), shared)

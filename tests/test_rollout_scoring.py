@@ -224,3 +224,29 @@ def test_a_padded_output_layer_scores_and_samples_like_the_unpadded_model(models
     assert [r[0] for r in cut] == [r[0] for r in ref] and [r[2] for r in cut] == [r[2] for r in ref]
     assert all(a == pytest.approx(b, abs=1e-5) for (_, a, _), (_, b, _) in zip(cut, ref))
     assert any(tok >= V for ids, _, _ in decode([tp], prompts, [6] * 3, seeds, {2}, 0) for tok in ids)
+
+
+def test_guided_prefix_as_a_share_of_the_teacher_answer():
+    """prefix_unit teacher_frac: the teacher writes its whole answer and the prefix is its first
+    round(share * length) tokens (fixed rule), the share being l_max / max_new_tokens."""
+    from tropd.methods.guidance import max_prefix_len
+    from tropd.catalog import get_method
+
+    params = get_method("tropd").parse_params({"guided_fraction": 1.0, "prefix_unit": "teacher_frac",
+                                               "prefix_rule": "fixed"})
+    fb = FakeBackend(V, {2}, 0, low=3, eos_prob=0.2)
+    prompts = [[3, 4], [5, 6, 7], [8]]
+    kw = dict(total_steps=10, seed=0, max_new_tokens=16, temperature=1.0, top_p=1.0, pad_id=0)
+    step = 4
+    b = collect("guided", fb, prompts, [[1]] * 3, 2, params, step=step, **kw)
+    share = max_prefix_len(step, 10, 16) / 16
+    from tropd.rollout import derive_seed
+
+    seeds = [derive_seed(0, step, i, j) for i in range(3) for j in range(2)]
+    full = fb.sample("teacher", [p for p in prompts for _ in range(2)], [16] * 6,
+                     [derive_seed(s, "teacher") for s in seeds], 1.0, 1.0)
+    for row, (toks, _, _) in enumerate(full):
+        n = int(b.from_teacher_BT[row].sum())
+        assert n == round(share * len(toks))
+        assert b.input_ids_BL[row, b.input_ids_BL.shape[1] - b.response_mask_BT.shape[1]:][:n].tolist() == toks[:n] \
+            or n == 0

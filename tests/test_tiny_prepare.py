@@ -134,3 +134,26 @@ def test_bad_prepare_setting_is_a_one_line_error(tmp_path, capsys):
     assert main(["prepare", "--config", TINY, *_overrides(tmp_path, **{"prepare.teacher_steps": -1})]) == 2
     assert "prepare.teacher_steps" in capsys.readouterr().err
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_teacher_once_then_students_per_mismatch_level(tmp_path):
+    """prepare.build: teacher writes the data and the teacher; build: student (per level, its own
+    paths.models) trains only a student, with the teacher's tokenizer, and probes it; a level's second
+    call does nothing, and a teacher stamp ignores the student's settings."""
+    from tropd.tiny.build import is_up_to_date
+
+    torch.set_num_threads(1)
+    base = _overrides(tmp_path, **{"teacher.path": str(tmp_path / "models" / "teacher")})
+    assert main(["prepare", "--config", TINY, *base, "prepare.build=teacher"]) == 0
+    assert (tmp_path / "models" / "teacher" / "model.safetensors").is_file()
+    assert not (tmp_path / "models" / "student").exists()
+    assert is_up_to_date(load_config(TINY, overrides=[*base, "prepare.build=teacher", "prepare.mismatch=0.9"]))
+    for level in ("0.2", "0.8"):
+        lv = [*base, "prepare.build=student", f"prepare.mismatch={level}",
+              f"paths.models={tmp_path / 'models' / ('m' + level)}"]
+        assert main(["prepare", "--config", TINY, *lv]) == 0
+        probe = json.loads((tmp_path / "models" / f"m{level}" / "probe.json").read_text())
+        assert probe["mismatch_knob"] == float(level) and "student_samples" in probe["teacher_logp"]
+        assert (tmp_path / "models" / f"m{level}" / "student" / "tokenizer.json").is_file()
+        assert not (tmp_path / "models" / f"m{level}" / "teacher").exists()
+        assert is_up_to_date(load_config(TINY, overrides=lv))

@@ -37,6 +37,14 @@ def test_dry_run_plans_the_whole_dag(profile):
     wf = cfg.workflow
     r = snakemake("-n", "--forceall", "--quiet", "rules", "--configfile", str(profile.relative_to(REPO_ROOT)))
     assert r.returncode == 0, r.stderr[-2000:]
+    if cfg.sweep.levels:  # the mismatch sweep: one teacher; per level a student, a preflight, its arms
+        from tropd.sweep import arms
+
+        n_levels, n_arms = len(cfg.sweep.levels), sum(len(arms(cfg, x)) for x in cfg.sweep.levels)
+        assert job_counts(r.stdout + r.stderr) == {
+            "prepare_teacher": 1, "prepare_student": n_levels, "preflight": n_levels, "train": n_arms,
+            "eval": n_arms + 2 * n_levels, "aggregate": 1, "all": 1}
+        return
     models = len(wf.methods) + 2  # + teacher and untrained student
     if wf.jobs == "per_method":  # one job per method / model covers every seed and task
         train, evals = len(wf.methods), models

@@ -29,6 +29,14 @@ def aggregate(config: str | Path, out: str | Path | None = None, overrides: list
     cfg = load_config(config, overrides=overrides)
     results_dir = cfg.resolve(cfg.paths.results)
     out = Path(out) if out else results_dir
+    from tropd.report.stages import write_stages
+    from tropd.sweep import is_sweep
+
+    if is_sweep(cfg):
+        from tropd.report.sweep_report import aggregate_sweep
+
+        written = aggregate_sweep(cfg, out, _sweep_provenance(cfg))
+        return [*written, write_stages(Path("logs") / cfg.profile / "benchmarks", out / "tables" / "stages.md")]
     res = load_results(results_dir, cfg.workflow.methods, cfg.workflow.seeds, cfg.eval.tasks)
     written = []
     tables = ((main_table(res), ("md", "csv", "tex")), (ablation_table(res), ("md", "csv")),
@@ -38,7 +46,7 @@ def aggregate(config: str | Path, out: str | Path | None = None, overrides: list
         written += write_table(table, out / "tables" / table.name, formats)
     benchmark_bars(res, out / "plots" / "benchmarks.png")
     training_curves(res, out / "plots" / "training_curves.png")
-    from tropd.report.stages import write_stages
+    written += _paired_reports(cfg, res, out, tables[0][0].provenance)
 
     # Snakemake runs jobs in its working directory and the rules log to logs/<profile>/ there
     stages = write_stages(Path("logs") / cfg.profile / "benchmarks", out / "tables" / "stages.md")
@@ -49,3 +57,33 @@ def aggregate_main(args) -> int:
     for path in aggregate(args.config, args.out, args.overrides):
         print(path)
     return 0
+
+
+def _paired_reports(cfg, res, out: Path, provenance: str) -> list[Path]:
+    """The "vs OPD" table and claims.md of a one-level profile (tropd.report.claims)."""
+    from tropd.io import atomic_write_text
+    from tropd.report.claims import claims_markdown, vs_opd_frame, vs_opd_markdown
+    from tropd.report.study import Study, level_from_results, measured_mismatch
+
+    probe = cfg.resolve(cfg.paths.models) / "probe.json"
+    knob = getattr(cfg.prepare, "mismatch", None)
+    level = level_from_results(res, cfg.profile, knob, measured_mismatch(probe),
+                               [(m, m, 1.0) for m in cfg.workflow.methods], cfg.train.steps)
+    study = Study(cfg.profile, list(cfg.eval.tasks), list(cfg.workflow.seeds), [level])
+    frame = vs_opd_frame(study)
+    paths = [out / "tables" / "vs_opd.csv", out / "tables" / "vs_opd.md", out / "claims.md"]
+    atomic_write_text(paths[0], frame.to_csv(index=False))
+    atomic_write_text(paths[1], vs_opd_markdown(study, frame, provenance))
+    atomic_write_text(paths[2], claims_markdown(study, provenance))
+    return paths
+
+
+def _sweep_provenance(cfg) -> str:
+    import datetime
+
+    from tropd.config import code_version
+    from tropd.versions import format_versions, package_versions
+
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    return (f"Provenance: aggregated at commit {code_version()} on {today}; each run's code version and config "
+            f"hash are in its summary under audit/; packages {format_versions(package_versions(punkt=False))}.")

@@ -56,6 +56,11 @@ class TinyPrepare:
     domains: list[str] = field(default_factory=lambda: ["math", "code", "instruct"])
     math_weight: int = 2  # math items repeat this often in SFT (arithmetic facts need the most practice)
     num_threads: int = 0  # torch threads while preparing; 0 = min(2, cores); 1 on a busy machine
+    # What `tropd prepare` builds: both models (the default), or one of them for a sweep that shares
+    # one teacher between students of several mismatch levels (configs/sweep.yaml): `teacher` writes
+    # the data, the tokenizer and the teacher; `student` trains a student under paths.models with the
+    # teacher's tokenizer (teacher.path must be prepared) and probes it against that teacher.
+    build: Literal["both", "teacher", "student"] = "both"
 
 
 @dataclass
@@ -127,6 +132,14 @@ class TrainConfig:
     # torch threads (and the Snakemake threads of train/eval jobs); 0 = the default. A multi-process
     # train job's processes share them: num_threads / LOCAL_WORLD_SIZE each.
     num_threads: int = 0
+    # Learning curves: greedy held-out evaluation of the student every eval_every steps and after the
+    # last one (0 = never), on eval_tasks (empty = eval.tasks) with eval_limit items each (0 =
+    # eval.limit), decoded as eval.max_new_tokens says; the scores go into the step's metrics line as
+    # heldout_<task> and heldout_avg. Greedy decoding draws no random numbers: the run's trajectory is
+    # the same with or without it. One process only (not under accelerate with several).
+    eval_every: int = 0
+    eval_tasks: list[str] = field(default_factory=list)
+    eval_limit: int = 0
 
 
 @dataclass
@@ -222,6 +235,29 @@ class VLLMConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A mismatch sweep (configs/sweep.yaml, tropd/sweep.py): one teacher, one student per level of
+    prepare.mismatch, workflow.methods at every level at train.lr, lr_methods also at each multiple
+    of train.lr in lr_scales, and the guidance readings (method presets) at one level. Empty levels:
+    not a sweep. Left out of every config hash, like workflow: it says which runs to make, and each
+    run's own settings (its level's mismatch and student, its lr, its preset) are in its resolved config."""
+
+    levels: list[float] = field(default_factory=list)
+    lr_scales: list[float] = field(default_factory=list)
+    lr_methods: list[str] = field(default_factory=list)
+    readings_level: float = 0.0
+    readings: list[str] = field(default_factory=list)
+
+    def __post_init_check__(self) -> None:
+        if any(not 0 <= x <= 1 for x in self.levels) or len(set(self.levels)) != len(self.levels):
+            raise ConfigError(f"sweep.levels: distinct values in [0, 1] needed, got {self.levels}")
+        if any(x <= 0 for x in self.lr_scales):
+            raise ConfigError(f"sweep.lr_scales: must be > 0, got {self.lr_scales}")
+        if self.readings and self.readings_level not in self.levels:
+            raise ConfigError(f"sweep.readings_level: {self.readings_level} is not one of sweep.levels {self.levels}")
+
+
+@dataclass
 class RunConfig:
     profile: str = "tiny"
     seed: int = 0
@@ -234,6 +270,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def resolve(self, rel: str) -> Path:
         """A path from the config, relative to the repository root unless absolute."""
@@ -328,6 +365,8 @@ def validate(cfg: RunConfig) -> None:
     for key, v in nonneg.items():
         if v < 0:
             raise ConfigError(f"{key}: must be >= 0, got {v}")
+    if t.eval_every < 0 or t.eval_limit < 0:
+        raise ConfigError(f"train.eval_every / train.eval_limit: must be >= 0, got {t.eval_every} / {t.eval_limit}")
     if not 0 < t.top_p <= 1:
         raise ConfigError(f"train.top_p: must be in (0, 1], got {t.top_p}")
     for key in ("adam_beta1", "adam_beta2"):
@@ -398,7 +437,7 @@ def _without_logistics(section: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if k not in LOGISTICS.get(section, ())}
 
 
-def config_hash(cfg: RunConfig, skip: tuple[str, ...] = ("paths", "workflow")) -> str:
+def config_hash(cfg: RunConfig, skip: tuple[str, ...] = ("paths", "workflow", "sweep")) -> str:
     """Hash of everything that changes a result's numbers (not where its files go, the workflow's
     resources, nor LOGISTICS): an eval summary's provenance. A training run's identity is `run_hash`.
 
@@ -422,7 +461,7 @@ def run_hash(cfg: RunConfig) -> str:
     `tropd train` resumes or accepts a finished run, and `tropd aggregate` groups a row's seeds, by
     it, so a new eval setting (eval.backend: vllm, say) re-evaluates runs instead of orphaning them;
     the workflow's train rule digests the same sections (TRAIN_SECTIONS)."""
-    return config_hash(cfg, skip=("paths", "workflow", "eval"))
+    return config_hash(cfg, skip=("paths", "workflow", "sweep", "eval"))
 
 
 def settings_digest(cfg: RunConfig, sections: tuple[str, ...]) -> str:
@@ -446,7 +485,7 @@ def resolved_hash(run_dir: Path, seed: int | None = None) -> str | None:
         return None
     try:
         data = yaml.safe_load(resolved.read_text()) or {}
-        for section in ("paths", "workflow"):  # not hashed; an old run may hold keys since removed
+        for section in ("paths", "workflow", "sweep"):  # not hashed; an old run may hold keys since removed
             data.pop(section, None)
         if seed is not None:
             data["seed"] = seed

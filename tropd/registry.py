@@ -58,6 +58,11 @@ class StepContext:
     # long (B,): one seed per sequence, derive_seed(run seed, step, prompt, sample, "method"); never
     # global RNG. Per-row seeds make a draw independent of micro-batching and data-parallel sharding.
     seed_B: torch.Tensor
+    # Loss-mask tokens of the whole step (every micro-batch and process), and how many of them a
+    # teacher wrote (TrOPD's guidance prefixes): for a method that normalises groups of tokens by
+    # their own counts (tropd's prefix_norm: separate). 0 = not given.
+    step_tokens: float = 0.0
+    step_teacher_tokens: float = 0.0
 
 
 @dataclass

@@ -32,7 +32,7 @@ from tropd.data import load_prompts
 from tropd.dist import World
 from tropd.errors import UserError
 from tropd.faults import fault_point, poison, set_method
-from tropd.io import atomic_write_json, atomic_write_text
+from tropd.io import atomic_write_text
 from tropd.models import check_profile_models, load_model, load_tokenizer, shared_vocab
 from tropd.preflight import check_tokenizers
 from tropd.reduce import masked_mean, reduce_loss, step_count
@@ -101,6 +101,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
                            **(dataclasses.asdict(cfg.vllm) if tc.backend == "vllm" else {}))
     pad_id = tok.pad_token_id
     stage2 = Stage2.maybe(params, tc.steps, out, student, teacher, world)
+    heldout = HeldOut.maybe(cfg, tok, world)
 
     # -- run directory: resume from the newest valid checkpoint --
     # The same identity as a finished run's (run_hash): a new checkpoint_every, log_every, workflow
@@ -154,9 +155,10 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         # train.truncated=mask: responses cut by max_new_tokens stay in the metrics, not in the loss.
         loss_mask_all = mask_all & finished_B[:, None] if tc.truncated == "mask" else mask_all
         # Whole-step counts over every process: the loss is normalised by the global count.
-        n_tok, n_gen, n_seq, n_fin, n_norm = world.sum([
+        n_tok, n_gen, n_seq, n_fin, n_norm, n_loss_tok, n_loss_teacher = world.sum([
             float(mask_all.sum()), float((mask_all & ~batch.from_teacher_BT).sum()), float(batch.size),
-            float(finished_B.sum()), step_count(loss_mask_all, tc.loss_norm)])
+            float(finished_B.sum()), step_count(loss_mask_all, tc.loss_norm), float(loss_mask_all.sum()),
+            float((loss_mask_all & batch.from_teacher_BT).sum())])
         denom = max(n_norm, 1.0)
         totals["tokens_generated"] += int(n_tok)  # by either model (teacher prefixes too)
         totals["student_tokens_generated"] += int(n_gen)
@@ -167,7 +169,7 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         loss_total, t_score, t_fwd = 0.0, 0.0, 0.0
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
-            ctx = StepContext(step, tc.steps, micro.row_seeds(cfg.seed, step))
+            ctx = StepContext(step, tc.steps, micro.row_seeds(cfg.seed, step), n_loss_tok, n_loss_teacher)
             t0 = _clock(accelerator.device)
             full = "full_logits" in method.needs
             scored = (teacher_score(teacher, micro, tc.topk, tc.chunk_size, full, vocab)
@@ -235,12 +237,13 @@ def train(cfg: RunConfig, out: Path, log=_log) -> dict:
         # 6. log and checkpoint. The step's metrics line travels in the checkpoint, so that a kill
         # between the checkpoint and the line's write cannot lose it (truncate_metrics restores it).
         line = None
-        if world.main and not ((step + 1) % tc.log_every and step + 1 < tc.steps):
+        scores = heldout.at(step, tc.steps, student) if heldout else {}
+        if world.main and (scores or not ((step + 1) % tc.log_every and step + 1 < tc.steps)):
             # Rollout meta (prefix lengths, ...) and the times are the main process's own.
             line = {"step": step, "loss": loss_total, "grad_norm": grad_norm, "lr": lr,
                     "response_len": n_tok / n_seq, "finished_frac": n_fin / n_seq,
                     "tokens_per_s": n_gen / max(times["time_rollout"], 1e-9),
-                    **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times}
+                    **{k: v[0] / v[1] for k, v in sums.items() if v[1] > 0}, **batch.meta, **times, **scores}
         t0 = _clock(accelerator.device)
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
             fault_point("checkpoint", step + 1)
@@ -280,6 +283,56 @@ def _clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+class HeldOut:
+    """Greedy held-out evaluation during training (train.eval_every): learning curves. The items are
+    loaded once; each evaluation generates with the current student (tropd.eval.generate, which
+    draws no random numbers at temperature 0 and restores train mode) and grades with the task's
+    grader, as `tropd eval` does."""
+
+    def __init__(self, cfg: RunConfig, tok):
+        from tropd.eval.tasks import get_task, load_items
+
+        tc = cfg.train
+        self.every, self.cfg, self.tok = tc.eval_every, cfg, tok
+        names = tc.eval_tasks or cfg.eval.tasks
+        limit = tc.eval_limit or cfg.eval.limit
+        self.tasks = [(t, load_items(t, cfg, limit)) for t in (get_task(n) for n in names)]
+        generated = [t.name for t, _ in self.tasks if t.grader == "mmlu"]
+        if generated:
+            raise UserError(f"train.eval_tasks: {generated} are log-likelihood tasks; learning curves "
+                            "use generated tasks")
+
+    @classmethod
+    def maybe(cls, cfg: RunConfig, tok, world) -> HeldOut | None:
+        if not cfg.train.eval_every:
+            return None
+        if world.size > 1:
+            raise UserError("train.eval_every: learning curves are evaluated in one process; set it to 0 "
+                            "under accelerate with several processes")
+        return cls(cfg, tok)
+
+    def at(self, step: int, total: int, model) -> dict[str, float]:
+        """{"heldout_<task>": score, "heldout_avg": mean, "time_eval": s} after 0-based `step`, or {}."""
+        if (step + 1) % self.every and step + 1 < total:
+            return {}
+        from tropd.eval.generate import generate
+        from tropd.eval.graders import grade, summarize
+
+        t0 = time.perf_counter()
+        e = self.cfg.eval
+        out = {}
+        for task, items in self.tasks:
+            ids = [it.id for it in items]
+            gens = generate(model, self.tok, [it.prompt for it in items], 1, 0.0, e.max_new_tokens, 0,
+                            task.name, ids, e.batch_size)
+            samples = [(g.item, g.text) for g in gens]
+            per_item = [[r] for r in grade(task, items, samples)]
+            out[f"heldout_{task.name}"] = float(summarize(task, per_item)[task.primary]["mean"])
+        out["heldout_avg"] = sum(out.values()) / len(out)
+        out["time_eval"] = time.perf_counter() - t0
+        return out
 
 
 def _acc(sums: dict, key: str, val_BT: torch.Tensor | None, mask_BT: torch.Tensor,

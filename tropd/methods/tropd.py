@@ -45,6 +45,18 @@ Choices where the paper is silent (methods.md Sec. 6), each a field:
 - Normalisation of the three terms: all per-token losses go through the one shared reducer (token mean
   over the step by default); the paper does not say (methods.md 6.5).
 
+Guidance readings (the paper leaves each open, methods.md Sec. 7; every one a field, the first value
+the default):
+- `prefix_rule`: uniform (l ~ U{0..l_max}) | fixed (l = l_max).
+- `guided_fraction`: share of rollouts that get a prefix (0.5; the paper's Fig. 2 reads as some).
+- `prefix_unit`: tokens (l_max anneals from train.max_new_tokens tokens) | teacher_frac (l_max is the
+  annealed fraction of each teacher answer's own length: the teacher writes its whole answer, the
+  prefix is its first round(frac * length) tokens, or a uniform draw below that).
+- `prefix_norm`: shared (teacher-prefix tokens count in the one token mean of the step, so guided steps
+  dilute the on-policy loss) | separate (teacher-prefix tokens and student tokens are each averaged
+  over their own count in the step, then added: the on-policy term keeps its weight however many
+  teacher tokens a step holds). `separate` assumes train.loss_norm: token.
+
 Metrics (on student-sampled tokens): trust = P (static: M), outlier = 1 - M (realised), reward = R,
 reward_in / reward_out = R on M = 1 / M = 0, fkl = top-k FKL; prefix_tokens = share of teacher tokens.
 """
@@ -77,6 +89,8 @@ class TrOPDParams:
     guided_fraction: float = 0.5  # share of rollouts that get a teacher prefix
     prefix_rule: Literal["fixed", "uniform"] = "uniform"
     anneal_frac: float = 1.0  # share of training over which the prefix maximum anneals to 0
+    prefix_unit: Literal["tokens", "teacher_frac"] = "tokens"  # l_max in tokens / share of the teacher's answer
+    prefix_norm: Literal["shared", "separate"] = "shared"  # teacher tokens in the step's token mean, or apart
 
     def check(self) -> None:
         if not math.isfinite(self.tau):
@@ -142,6 +156,12 @@ def tropd(s: TokenStats, p: TrOPDParams, ctx: StepContext) -> MethodOutput:
         trust_logp=p.trust_logp, renormalize_topk=p.renormalize_topk)
     # Teacher-written tokens: beta-weighted NLL and nothing else.
     loss_BT = torch.where(s.from_teacher_BT, guidance_loss(s, p.beta), loss_BT)
+    if p.prefix_norm == "separate" and ctx.step_tokens > 0:
+        # The reducer divides by every loss token of the step (n); rescaled so that the teacher tokens'
+        # sum is divided by their own count and the student tokens' by theirs.
+        n, n_teacher = ctx.step_tokens, ctx.step_teacher_tokens
+        scale_BT = torch.where(s.from_teacher_BT, n / max(n_teacher, 1.0), n / max(n - n_teacher, 1.0))
+        loss_BT = loss_BT * scale_BT
     if p.guidance:
         metrics["prefix_tokens"] = s.from_teacher_BT.to(loss_BT.dtype)
     return MethodOutput(loss_BT=loss_BT, metrics=metrics, metric_masks=masks)

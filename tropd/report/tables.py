@@ -23,6 +23,9 @@ METHOD_LABELS = {
     "fkl_outlier": "FKL Outlier", "topk_fkl": "Top-k FKL", "jsd": "JSD", "entropy_opd": "Entropy OPD",
     "eopd": "EOPD", "reopold": "REOPOLD", "reopold_2stage": "REOPOLD (two-stage)", "trb": "TRB",
     "gkd": "GKD", "seqkd": "SeqKD", "erpd": "ERPD",
+    "tropd_g_fixed": "TrOPD (fixed prefix length)", "tropd_g_allguided": "TrOPD (every rollout guided)",
+    "tropd_g_tfrac": "TrOPD (prefix as share of teacher answer)",
+    "tropd_g_sepnorm": "TrOPD (prefix tokens normalised apart)",
     "teacher": "Teacher", "student": "Student (untrained)",
 }
 TASK_LABELS = {

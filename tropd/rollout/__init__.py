@@ -113,9 +113,21 @@ def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new,
     # The prefix length does not depend on what the teacher writes, so it is drawn first and the
     # teacher writes only that many tokens (its per-sequence seeds make them the same tokens a
     # longer generation would start with). A teacher that ends sooner writes the whole sequence.
-    lens_g = [sample_prefix_len(l_max, max_new, params.prefix_rule, gens[k]) for k in idx_g]
-    teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], lens_g,
-                                 [derive_seed(seeds[k], "teacher") for k in idx_g], temperature, top_p)
+    teacher_seeds = [derive_seed(seeds[k], "teacher") for k in idx_g]
+    if getattr(params, "prefix_unit", "tokens") == "teacher_frac":
+        # l_max is a share of each teacher answer's own length: the teacher writes its whole answer
+        # (up to max_new tokens), the prefix is its first l tokens, l = round(share * length) or a
+        # uniform draw at most that. A prefix that keeps the whole of a finished answer stays finished.
+        frac = l_max / max_new
+        full_out = backend.sample("teacher", [ps[k] for k in idx_g], [max_new] * len(idx_g), teacher_seeds,
+                                  temperature, top_p)
+        teacher_out = []
+        for k, (toks, lps, fin) in zip(idx_g, full_out):
+            n = sample_prefix_len(round(frac * len(toks)), len(toks), params.prefix_rule, gens[k])
+            teacher_out.append((toks[:n], lps[:n], fin and n == len(toks)))
+    else:
+        lens_g = [sample_prefix_len(l_max, max_new, params.prefix_rule, gens[k]) for k in idx_g]
+        teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], lens_g, teacher_seeds, temperature, top_p)
     prefix = dict(zip(idx_g, teacher_out))  # k -> (tokens, log-probs, finished), at most lens_g tokens
     # Student continues every sequence the teacher has not finished.
     cont_idx = [k for k in range(len(ps)) if not (k in prefix and prefix[k][2])]

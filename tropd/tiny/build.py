@@ -5,8 +5,14 @@ Outputs (paths from the config):
   <data>/{math,code,instruct}/test.jsonl   GSM8K / HumanEval+ / IFEval rows
   <models>/{teacher,student}/              HF folders (model + the shared tokenizer)
   <models>/probe.json                      teacher vs student accuracy and log-prob gap
+`prepare.build` splits this for a sweep that shares one teacher between students prepared at several
+mismatch levels (configs/sweep.yaml): `teacher` writes the data, the tokenizer and <models>/teacher;
+`student` writes <models>/student and <models>/probe.json only, with the tokenizer rebuilt from the
+same data and checked against the prepared teacher's (teacher.path), so that students of every level
+are the same SFT run (init, batch order, items) but for which answers are in the other style.
 Idempotent: a stamp (hash of the prepare section, the seed and GENERATOR_VERSION) is written
-last into both folders; when it matches and every output exists nothing is done. Everything is
+last into both folders (the models folder only for `student`; a teacher's stamp leaves out the
+student's settings); when it matches and every output exists nothing is done. Everything is
 built in temporary folders beside the outputs and moved into place entry by entry, stamp last,
 so an interrupted run never leaves a folder that looks prepared.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 import torch
 
 from tropd.config import RunConfig
-from tropd.errors import ConfigError
+from tropd.errors import ConfigError, UserError
 from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tropd.models import build_llama
 from tropd.seeding import derive_seed
@@ -45,22 +51,39 @@ def stamp_of(cfg: RunConfig) -> str:
     and the generator version."""
     section = dataclasses.asdict(cfg.prepare)
     section.pop("num_threads", None)
+    if section["build"] == "both":
+        del section["build"]  # stamps from before the field existed stay valid
+    elif section["build"] == "teacher":  # the teacher does not depend on the student's settings
+        for key in ("mismatch", "student_hidden", "student_layers", "student_steps"):
+            del section[key]
     blob = json.dumps({"prepare": section, "seed": cfg.seed,
                        "version": GENERATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def roles(cfg: RunConfig) -> tuple[str, ...]:
+    """The models this prepare trains (prepare.build)."""
+    b = cfg.prepare.build
+    return ("teacher", "student") if b == "both" else (b,)
+
+
+def stamped_folders(cfg: RunConfig) -> tuple[Path, ...]:
+    data, models = cfg.resolve(cfg.paths.data), cfg.resolve(cfg.paths.models)
+    return (models,) if cfg.prepare.build == "student" else (data, models)
+
+
 def expected_outputs(cfg: RunConfig) -> tuple[Path, Path, list[Path]]:
     data, models = cfg.resolve(cfg.paths.data), cfg.resolve(cfg.paths.models)
-    files = [data / "train.jsonl"] + [data / d / "test.jsonl" for d in cfg.prepare.domains]
-    files += [models / role / f for role in ("teacher", "student") for f in MODEL_FILES]
+    files = [] if cfg.prepare.build == "student" else (
+        [data / "train.jsonl"] + [data / d / "test.jsonl" for d in cfg.prepare.domains])
+    files += [models / role / f for role in roles(cfg) for f in MODEL_FILES]
     return data, models, files
 
 
 def is_up_to_date(cfg: RunConfig) -> bool:
     data, models, files = expected_outputs(cfg)
     want = stamp_of(cfg)
-    for folder in (data, models):
+    for folder in stamped_folders(cfg):
         try:
             if json.loads((folder / STAMP).read_text()).get("stamp") != want:
                 return False
@@ -122,11 +145,23 @@ def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
     test: dict[str, list[Item]] = {}
     for d in p.domains:
         train[d], test[d] = generate(d, cfg.seed, p.n_train, p.n_test)
-        atomic_write_jsonl(data_tmp / d / "test.jsonl", held_out_rows(d, test[d]))
-    atomic_write_jsonl(data_tmp / "train.jsonl", [r for d in p.domains for r in train_rows(train[d])])
+        if p.build != "student":  # a student-only build reads the data its teacher's build wrote
+            atomic_write_jsonl(data_tmp / d / "test.jsonl", held_out_rows(d, test[d]))
+    if p.build != "student":
+        atomic_write_jsonl(data_tmp / "train.jsonl", [r for d in p.domains for r in train_rows(train[d])])
 
     everything = [it for d in p.domains for it in train[d] + test[d]]
     tok = train_tokenizer(t for it in everything for t in (it.prompt, it.answer, it.alt))
+    teacher_dir = cfg.resolve(cfg.teacher.path)
+    if p.build == "student":
+        from transformers import AutoTokenizer
+
+        if not all((teacher_dir / f).is_file() for f in MODEL_FILES):
+            raise UserError(f"prepare.build=student: no prepared teacher at {teacher_dir} (teacher.path); "
+                            "run tropd prepare with prepare.build=teacher first")
+        if AutoTokenizer.from_pretrained(teacher_dir).get_vocab() != tok.get_vocab():
+            raise UserError(f"prepare.build=student: the teacher at {teacher_dir} has another vocabulary "
+                            "than these settings build (prepare.n_train, n_test, domains or seed differ)")
     # SFT sees every training item once per epoch, math items `math_weight` times.
     items = [it for d in p.domains for it in train[d] * (p.math_weight if d == "math" else 1)]
     r = random.Random(derive_seed(cfg.seed, "tiny-mismatch"))
@@ -136,24 +171,34 @@ def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
 
     jobs = {"teacher": (p.teacher_hidden, p.teacher_layers, p.teacher_steps, _examples(tok, items, [False] * len(items))),
             "student": (p.student_hidden, p.student_layers, p.student_steps, _examples(tok, items, use_alt))}
+    jobs = {role: job for role, job in jobs.items() if role in roles(cfg)}
     # One after the other, each with every thread: run side by side with one thread each, the
     # teacher alone took longer than both in a row (measured: 240 s against 228 s).
     losses = {role: _train_and_save(tok, *job, cfg, role, models_tmp) for role, job in jobs.items()}
     from transformers import LlamaForCausalLM
 
     models = {role: LlamaForCausalLM.from_pretrained(models_tmp / role).eval() for role in jobs}
+    if "teacher" not in models:
+        models["teacher"] = LlamaForCausalLM.from_pretrained(teacher_dir).eval()
+    if "student" not in models:  # a teacher-only build: no probe (each student's build writes one)
+        return {"final_sft_loss": {k: _tail_mean(v) for k, v in losses.items()},
+                "params": {k: sum(x.numel() for x in m.parameters()) for k, m in models.items()}}
     for role, model in models.items():
+        if role not in losses:  # the prepared teacher of a student-only build
+            continue
         n_params = sum(x.numel() for x in model.parameters())
         print(f"tropd prepare: {role} {n_params / 1e6:.2f}M parameters, final SFT loss "
               f"{_tail_mean(losses[role]):.3f}", flush=True)
 
-    tests = {d: read_jsonl(data_tmp / d / "test.jsonl") for d in p.domains}
+    data_dir = cfg.resolve(cfg.paths.data) if p.build == "student" else data_tmp
+    tests = {d: read_jsonl(data_dir / d / "test.jsonl") for d in p.domains}
     report = probe(models["teacher"], models["student"], tok, tests,
                    {d: [it.prompt for it in test[d]] for d in p.domains},
                    {d: [it.prompt for it in train[d][:PROBE_PROMPTS]] for d in p.domains},
                    max_new=cfg.train.max_new_tokens, seed=cfg.seed)
     report["final_sft_loss"] = {k: _tail_mean(v) if v else None for k, v in losses.items()}
     report["params"] = {k: sum(x.numel() for x in m.parameters()) for k, m in models.items()}
+    report["mismatch_knob"] = p.mismatch
     atomic_write_json(models_tmp / "probe.json", report)
     return report
 
@@ -174,6 +219,9 @@ def _move_into(tmp: Path, final: Path) -> None:
 
 
 def _print_report(report: dict) -> None:
+    if "accuracy" not in report:
+        print(f"tropd prepare: teacher only, final SFT loss {report['final_sft_loss']}")
+        return
     print("tropd prepare: greedy accuracy on the held-out sets (teacher / student)")
     for d, row in report["accuracy"].items():
         print(f"  {d:9s} {row['teacher']:.2f} / {row['student']:.2f}")
@@ -192,8 +240,10 @@ def prepare_tiny(cfg: RunConfig) -> int:
         return 0
     t0 = time.time()
     torch.set_num_threads(cfg.prepare.num_threads or min(2, os.cpu_count() or 1))
+    folders = stamped_folders(cfg)
     for folder in (data, models):
         folder.parent.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
         (folder / STAMP).unlink(missing_ok=True)  # from here on the old outputs are not "prepared"
     with tempfile.TemporaryDirectory(dir=data.parent, prefix=f".{data.name}.tmp-") as dt, \
             tempfile.TemporaryDirectory(dir=models.parent, prefix=f".{models.name}.tmp-") as mt:
@@ -201,8 +251,9 @@ def prepare_tiny(cfg: RunConfig) -> int:
         record = {"stamp": stamp, "version": GENERATOR_VERSION, "seed": cfg.seed,
                   "prepare": dataclasses.asdict(cfg.prepare)}
         for tmp, final in ((Path(dt), data), (Path(mt), models)):
-            atomic_write_json(tmp / STAMP, record)
-            _move_into(tmp, final)
+            if final in folders:
+                atomic_write_json(tmp / STAMP, record)
+                _move_into(tmp, final)
     _print_report(report)
     print(f"tropd prepare: wrote {data} and {models} in {time.time() - t0:.0f} s")
     return 0

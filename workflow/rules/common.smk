@@ -108,7 +108,7 @@ def settings(*sections):
 
 MODEL_SECTIONS = ("prepare", "teacher", "student")
 # Everything tropd.config.run_hash covers: all but where files go, what to expand, and the evals.
-TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "eval"))
+TRAIN_SECTIONS = tuple(k for k in config if k not in ("paths", "workflow", "sweep", "eval"))
 
 
 # ---------------------------------------------------------------------------- resources
