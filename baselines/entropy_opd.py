@@ -41,7 +41,6 @@ class EntropyOPDParams:
     params=EntropyOPDParams,
     description="Entropy-OPD: K1 OPD on the top-20% highest-entropy tokens of the batch",
     reference="Wang et al. 2506.01939; Xing et al. 2606.01249 Table 1 ('Entropy OPD 20%')",
-    needs=("entropy",),
 )
 def entropy_opd(s: TokenStats, p: EntropyOPDParams, ctx: StepContext) -> MethodOutput:
     ent_BT = s.student_entropy_BT if p.entropy_source == "student" else s.teacher_entropy_BT

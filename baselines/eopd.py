@@ -48,7 +48,6 @@ class EOPDParams:
     params=EOPDParams,
     description="EOPD: K1 OPD + top-k forward KL where the teacher entropy exceeds tau",
     reference="Jin et al. 2603.07079",
-    needs=("topk", "entropy"),
 )
 def eopd(s: TokenStats, p: EOPDParams, ctx: StepContext) -> MethodOutput:
     reward_BT = k1_reward(s)

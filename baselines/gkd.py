@@ -30,13 +30,14 @@ from dataclasses import dataclass
 import torch
 
 from tropd.errors import ConfigError
-from tropd.registry import MethodOutput, StepContext, TokenStats, register
+from tropd.registry import MethodOutput, Scores, StepContext, TokenStats, register
+from tropd.rollout.policies import DatasetMix
 
 
 @dataclass
 class GKDParams:
     beta: float = 0.5  # teacher weight in the mixture (0 = forward KL, 1 = reverse KL)
-    lmbda: float = 0.5  # on-policy fraction of rollouts (read by the rollout code)
+    lmbda: float = 0.5  # on-policy fraction of rollouts (the DatasetMix behaviour policy)
 
     def check(self) -> None:
         if not 0 <= self.beta <= 1:
@@ -68,8 +69,8 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     params=GKDParams,
     description="GKD: full-vocabulary generalised JSD(beta) on a lambda mix of student and dataset samples",
     reference="Agarwal et al. 2306.13649",
-    needs=("full_logits",),
-    rollout="mixed",
+    behaviour=lambda p: DatasetMix(p.lmbda),
+    scores=Scores(full_logits=True),
 )
 def gkd(s: TokenStats, p: GKDParams, ctx: StepContext) -> MethodOutput:
     loss_BT = generalized_jsd(s.student_logits_BTV, s.teacher_logits_BTV, p.beta)

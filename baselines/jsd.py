@@ -85,7 +85,6 @@ def _sample_part(s: TokenStats, b: float) -> torch.Tensor:
     params=JSDParams,
     description="JSD(beta): top-k forward part vs the mixture + sampled-token reverse part",
     reference="Xing et al. 2606.01249 Eq. 4 (Table 1 'JSD')",
-    needs=("topk",),
 )
 def jsd(s: TokenStats, p: JSDParams, ctx: StepContext) -> MethodOutput:
     loss_BT = _topk_part(s, p.beta, p.renormalize_topk) + _sample_part(s, p.beta)

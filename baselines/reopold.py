@@ -92,7 +92,6 @@ def in_exploration(p: REOPOLD2StageParams, ctx: StepContext) -> bool:
     params=REOPOLD2StageParams,
     description="REOPOLD two-stage: reward-floor token mask, then top student-entropy tokens",
     reference="Ko et al. 2603.11137 (exploration-to-refinement)",
-    needs=("entropy",),
 )
 def reopold_2stage(s: TokenStats, p: REOPOLD2StageParams, ctx: StepContext) -> MethodOutput:
     reward_BT = k1_reward(s)

@@ -16,7 +16,8 @@ Deviation: the original decodes the teacher with beam search; we sample at `trai
 """
 from __future__ import annotations
 
-from tropd.registry import MethodOutput, NoParams, StepContext, TokenStats, register
+from tropd.registry import MethodOutput, NoParams, Scores, StepContext, TokenStats, register
+from tropd.rollout.policies import Teacher
 
 
 @register(
@@ -24,8 +25,8 @@ from tropd.registry import MethodOutput, NoParams, StepContext, TokenStats, regi
     params=NoParams,
     description="SeqKD: supervised NLL on teacher-sampled responses",
     reference="Kim & Rush 1606.07947; GKD 2306.13649 (lambda = 0)",
-    rollout="teacher",
-    scores_teacher=False,  # the NLL needs only the student: no teacher scoring pass
+    behaviour=lambda p: Teacher(),
+    scores=Scores(teacher=False),  # the NLL needs only the student: no teacher scoring pass
 )
 def seqkd(s: TokenStats, p: NoParams, ctx: StepContext) -> MethodOutput:
     nll_BT = -s.logp_BT

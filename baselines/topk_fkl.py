@@ -31,7 +31,6 @@ class TopkFKLParams:
     params=TopkFKLParams,
     description="Stand-alone top-k forward KL over the teacher's top-k at student-sampled states",
     reference="Xing et al. 2606.01249 Eq. 3 (Table 1 'FKL')",
-    needs=("topk",),
 )
 def topk_fkl(s: TokenStats, p: TopkFKLParams, ctx: StepContext) -> MethodOutput:
     fkl_BT = topk_fkl_term(s, p.renormalize)

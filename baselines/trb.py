@@ -5,8 +5,8 @@ TRB changes only the behaviour policy of a warm-up phase. Each rollout token is 
     mu(.|h) ∝ pi_S(.|h)^(1-b) pi_T(.|h)^b,   b = the largest value with KL(mu || pi_S) <= eps_k,
     eps_k = eps0 (1 - k / K) for k < K, then 0 (pure student rollouts),
 
-computed while decoding by `tropd.blend.blend_logprobs` / `tropd.blend.trb_eps` (the rollout code reads
-params `eps0` and `anneal_steps`). The loss is OPD's per-prefix reverse KL, KL(pi_S || pi_T).
+computed while decoding by `tropd.rollout.blend` (the Blend behaviour policy this module declares, with
+`eps0` and `anneal_steps`). The loss is OPD's per-prefix reverse KL, KL(pi_S || pi_T).
 
 Deviation (the loss estimator): TRB evaluates the reverse KL on the student's top-16 support at every
 prefix. The scorer here provides the teacher's top-k, not the student's, so we use the sampled K1
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from tropd.errors import ConfigError
 from tropd.methods.terms import importance_ratio
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
+from tropd.rollout.policies import Blend
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TRBParams:
     params=TRBParams,
     description="TRB: OPD with a KL-budgeted student/teacher geometric-blend behaviour policy, annealed",
     reference="Plyusov et al. 2605.31159",
-    rollout="blend",
+    behaviour=lambda p: Blend(p.eps0, p.anneal_steps),
 )
 def trb(s: TokenStats, p: TRBParams, ctx: StepContext) -> MethodOutput:
     k1_BT = s.logp_BT - s.teacher_logp_BT.detach()

@@ -11,7 +11,7 @@ import pytest
 import reference as ref
 import torch
 
-from tropd.blend import blend_logprobs, trb_eps
+from tropd.rollout.blend import blend_logprobs, trb_eps
 from tropd.config import REPO_ROOT, ConfigError, load_config
 from tropd.methods.guidance import max_prefix_len, sample_prefix_len
 from tropd.catalog import all_methods, get_method
@@ -365,18 +365,26 @@ def test_bad_params_name_their_key(preset, key, value):
         load_config(TINY, method=preset, overrides=[f"method.params.{key}={value}"])
 
 
-def test_rollout_interface_fields():
-    # Names the rollout code and the loop read from the method params.
-    p = get_method("tropd").parse_params({})
-    assert (p.guidance, p.beta, p.prefix_rule) == (True, 0.001, "uniform")
-    assert 0 < p.guided_fraction <= 1 and p.anneal_frac == 1.0
-    assert get_method("tropd").parse_params({"guidance": False}).guidance is False
-    assert get_method("gkd").rollout == "mixed" and get_method("gkd").parse_params({}).lmbda == 0.5
-    t = get_method("trb").parse_params({})
-    assert get_method("trb").rollout == "blend" and (t.eps0, t.anneal_steps) == (0.02, 50)
-    assert get_method("seqkd").rollout == "teacher"
-    assert get_method("erpd").parse_params({}).stage1_frac == 0.5
-    assert get_method("gkd").needs == {"full_logits"}
+def test_declared_behaviour_schedule_and_scores():
+    """What each method declares to the core: the loop and the rollout code read only these."""
+    from baselines.erpd import ERPDStages
+    from tropd.registry import OneStage, Scores
+    from tropd.rollout.policies import Blend, DatasetMix, Guided, Student, Teacher
+
+    def behaviour(name, raw=None):
+        m = get_method(name)
+        return m.behaviour(m.parse_params(raw or {}))
+
+    assert behaviour("tropd") == Guided(fraction=0.5, rule="uniform", anneal_frac=1.0, unit="tokens")
+    assert behaviour("tropd", {"guidance": False}) == Student() == behaviour("opd") == behaviour("erpd")
+    assert behaviour("tropd", {"prefix_unit": "teacher_frac", "prefix_rule": "fixed"}).unit == "teacher_frac"
+    assert behaviour("gkd") == DatasetMix(0.5) and behaviour("gkd", {"lmbda": 0.2}) == DatasetMix(0.2)
+    assert behaviour("trb") == Blend(0.02, 50) and behaviour("seqkd") == Teacher()
+    assert get_method("erpd").schedule is ERPDStages and ERPDStages.multi_stage
+    assert {n for n, m in all_methods().items() if m.schedule is not OneStage} == {"erpd"}
+    assert get_method("gkd").scores == Scores(teacher=True, full_logits=True)
+    assert get_method("seqkd").scores == Scores(teacher=False)
+    assert get_method("opd").scores == Scores()
 
 
 def test_logged_rkl_is_importance_weighted_so_off_policy_rollouts_estimate_the_students_kl():

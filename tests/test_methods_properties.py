@@ -20,7 +20,7 @@ import pytest
 import reference as ref
 import torch
 
-from tropd.blend import blend_logprobs
+from tropd.rollout.blend import blend_logprobs
 from tropd.config import REPO_ROOT, load_config
 from tropd.reduce import reduce_loss, step_denominator
 from tropd.catalog import all_methods, get_method
@@ -87,6 +87,14 @@ def stats_from(raw: dict, k=4, needs=None):
     return s, zs
 
 
+def declared(m) -> set[str]:
+    """What the loop gives a method, by its `scores` declaration: the teacher pass brings top-k and the
+    entropies; full logits only where declared; no teacher pass, none of them."""
+    if not m.scores.teacher:
+        return set()
+    return {"topk", "entropy"} | ({"full_logits"} if m.scores.full_logits else set())
+
+
 def random_stats(B=3, T=6, V=7, k=4, seed=0, same=False, needs=None, teacher_prefix=True):
     return stats_from(raw_inputs(B, T, V, seed, same, teacher_prefix), k, needs)
 
@@ -101,7 +109,7 @@ def test_every_method_has_a_preset_and_runs_on_what_it_declares():
     for name, m in methods.items():
         params = m.parse_params({})
         for step in stage_steps(m):
-            s, zs = random_stats(needs=m.needs, seed=step)
+            s, zs = random_stats(needs=declared(m), seed=step)
             out = m.fn(s, params, ctx(s, step))
             assert out.loss_BT.shape == s.shape, name
             assert torch.isfinite(out.loss_BT[s.mask_BT]).all(), name

@@ -54,13 +54,13 @@ def test_method_smoke(preset, tiny_profile, tmp_path, store):
 
 
 def test_a_method_that_never_reads_the_teacher_skips_scoring(tiny_profile, tmp_path, monkeypatch):
-    """SeqKD registers scores_teacher=False: the loop never calls the teacher forward."""
+    """SeqKD declares Scores(teacher=False): the loop never calls the teacher forward."""
     import tropd.train
     from tropd.catalog import get_method
-    from tropd.registry import _REGISTRY, register
+    from tropd.registry import _REGISTRY, Scores, register
 
     get_method("seqkd")
-    assert [n for n, m in _REGISTRY.items() if not m.scores_teacher] == ["seqkd"]
+    assert [n for n, m in _REGISTRY.items() if not m.scores.teacher] == ["seqkd"]
 
     def no_scoring(*a, **k):
         raise AssertionError("teacher_score called for a method that does not read the teacher")
@@ -70,5 +70,5 @@ def test_a_method_that_never_reads_the_teacher_skips_scoring(tiny_profile, tmp_p
     summary = train(cfg, tmp_path / "run", log=lambda m: None)
     assert summary["teacher_tokens_scored"] == 0 and summary["tokens_generated"] > 0
     with pytest.raises(ValueError, match="does not score"):
-        register("needs_without_scores", description="", reference="", needs=("topk",),
-                 scores_teacher=False)(lambda s, p, c: None)
+        register("needs_without_scores", description="", reference="",
+                 scores=Scores(teacher=False, full_logits=True))(lambda s, p, c: None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tropd.rollout.policies import Student, DatasetMix
+from tropd.methods.tropd import guided_or_student
 from tropd.models import build_llama
 from tropd.rollout import collect
 from tropd.rollout.batch import Completion, pack
@@ -62,10 +64,9 @@ def test_decode_passes_the_kv_cache_under_the_name_the_model_takes(models):
 def test_a_reference_answer_cut_at_max_new_tokens_is_not_finished():
     """GKD's off-policy rows are dataset answers (ids + EOS): one longer than max_new_tokens loses
     its EOS and is a cut response (finished_frac, train.truncated=mask), one that fits is finished."""
-    from baselines.gkd import GKDParams
 
     refs = [[5, 6, 2], [5, 6, 7, 8, 9, 10, 2]]  # 3 and 7 tokens, EOS = 2
-    b = collect("mixed", FakeBackend(V, {2}, 0), [[3, 4], [6, 7]], refs, 1, GKDParams(lmbda=0.0), step=0,
+    b = collect(DatasetMix(0.0), FakeBackend(V, {2}, 0), [[3, 4], [6, 7]], refs, 1, step=0,
                 total_steps=1, seed=0, max_new_tokens=4, temperature=1.0, top_p=1.0, pad_id=0)
     assert b.from_teacher_BT[b.response_mask_BT].all()  # lmbda 0: every row is a reference
     assert b.finished_B.tolist() == [True, False]
@@ -75,7 +76,7 @@ def test_a_reference_answer_cut_at_max_new_tokens_is_not_finished():
 def test_behaviour_logprobs_match_scoring(models):
     s, t = models
     backend = HFBackend(s, t, {2}, 0)
-    b = collect("student", backend, [[3, 4, 5], [6, 7]], [[1], [1]], 2, None, step=0, total_steps=1,
+    b = collect(Student(), backend, [[3, 4, 5], [6, 7]], [[1], [1]], 2, step=0, total_steps=1,
                 seed=0, max_new_tokens=7, temperature=1.0, top_p=1.0, pad_id=0)
     with torch.no_grad():
         out = student_forward(s, b, None, chunk=4)
@@ -88,16 +89,16 @@ def test_guided_rollout_prefix_then_student():
 
     params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     fb = FakeBackend(V, {2}, 0, low=3, eos_prob=0.0)
-    b = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=0, total_steps=10, seed=0,
+    b = collect(guided_or_student(params), fb, [[3, 4]] * 3, [[1]] * 3, 2, step=0, total_steps=10, seed=0,
                 max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     for ft, m in zip(b.from_teacher_BT, b.response_mask_BT):
         n_t = int(ft.sum())
         assert ft[:n_t].all() and not ft[n_t:].any()  # teacher prefix first, then the student
         assert int(m.sum()) == 12
-    again = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=0, total_steps=10, seed=0,
+    again = collect(guided_or_student(params), fb, [[3, 4]] * 3, [[1]] * 3, 2, step=0, total_steps=10, seed=0,
                     max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     assert torch.equal(b.input_ids_BL, again.input_ids_BL)
-    late = collect("guided", fb, [[3, 4]] * 3, [[1]] * 3, 2, params, step=10, total_steps=10, seed=0,
+    late = collect(guided_or_student(params), fb, [[3, 4]] * 3, [[1]] * 3, 2, step=10, total_steps=10, seed=0,
                    max_new_tokens=12, temperature=1.0, top_p=1.0, pad_id=0)
     assert not late.from_teacher_BT.any()  # the cosine schedule has reached 0
 
@@ -129,9 +130,9 @@ def test_guided_teacher_writes_only_the_prefix_it_contributes(models, backend):
     kw = dict(total_steps=10, seed=0, max_new_tokens=16, temperature=1.0, top_p=1.0, pad_id=0)
     for step in (2, 5):
         asked.clear()
-        now = collect("guided", Recording(), prompts, [[1]] * 3, 3, params, step=step, **kw)
+        now = collect(guided_or_student(params), Recording(), prompts, [[1]] * 3, 3, step=step, **kw)
         assert asked and all(n <= now.meta["prefix_max"] < 16 for n in asked)
-        before = collect("guided", CutAfterwards(), prompts, [[1]] * 3, 3, params, step=step, **kw)
+        before = collect(guided_or_student(params), CutAfterwards(), prompts, [[1]] * 3, 3, step=step, **kw)
         for field in ("input_ids_BL", "response_mask_BT", "from_teacher_BT", "behav_logp_BT", "finished_B"):
             assert torch.equal(getattr(now, field), getattr(before, field)), (step, field)
         assert now.meta == before.meta
@@ -149,7 +150,7 @@ def _naive(model, batch, ids_BTK):
 def test_chunked_student_forward_matches_naive(models):
     s, t = models
     fb = FakeBackend(V, {2}, 0, low=3)
-    b = collect("student", fb, [[3, 4, 5], [6, 7], [9, 9, 9, 9]], [[1]] * 3, 2, None, step=0,
+    b = collect(Student(), fb, [[3, 4, 5], [6, 7], [9, 9, 9, 9]], [[1]] * 3, 2, step=0,
                 total_steps=1, seed=0, max_new_tokens=9, temperature=1.0, top_p=1.0, pad_id=0)
     sc = teacher_score(t, b, topk=5, chunk=2)
     _, t_top, t_logp = _naive(t, b, sc["teacher_topk_ids_BTK"])
@@ -204,7 +205,7 @@ def test_a_padded_output_layer_scores_and_samples_like_the_unpadded_model(models
     scores, student log-probs and samples; uncut, its padding rows would take the mass."""
     s, t = models
     tp, sp = padded(t, 5), padded(s, 3, seed=6)
-    b = collect("student", HFBackend(s, t, {2}, 0), [[3, 4, 5], [6, 7]], [[1], [1]], 2, None, step=0,
+    b = collect(Student(), HFBackend(s, t, {2}, 0), [[3, 4, 5], [6, 7]], [[1], [1]], 2, step=0,
                 total_steps=1, seed=0, max_new_tokens=7, temperature=1.0, top_p=1.0, pad_id=0)
     with torch.no_grad():
         ref_t = teacher_score(t, b, 4, chunk=3)
@@ -238,7 +239,7 @@ def test_guided_prefix_as_a_share_of_the_teacher_answer():
     prompts = [[3, 4], [5, 6, 7], [8]]
     kw = dict(total_steps=10, seed=0, max_new_tokens=16, temperature=1.0, top_p=1.0, pad_id=0)
     step = 4
-    b = collect("guided", fb, prompts, [[1]] * 3, 2, params, step=step, **kw)
+    b = collect(guided_or_student(params), fb, prompts, [[1]] * 3, 2, step=step, **kw)
     share = max_prefix_len(step, 10, 16) / 16
     from tropd.rollout import derive_seed
 

@@ -432,10 +432,11 @@ def test_erpd_resumed_with_another_process_count_is_refused(tmp_path):
     from types import SimpleNamespace
 
     from tropd.errors import UserError
-    from tropd.runstate import TwoStage
+    from baselines.erpd import ERPDParams, ERPDStages
 
     def stage(size, rank=0):
-        return TwoStage(0.5, 10, tmp_path, torch.nn.Linear(2, 2), SimpleNamespace(size=size, rank=rank, main=rank == 0))
+        world = SimpleNamespace(size=size, rank=rank, main=rank == 0)
+        return ERPDStages(ERPDParams(stage1_frac=0.5), 10, tmp_path, torch.nn.Linear(2, 2), world)
 
     for rank in (0, 1):
         stage(2, rank).remember_rollout(0, {"rows": rank})

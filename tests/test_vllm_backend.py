@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from tropd.rollout.policies import Student, Teacher
+from tropd.methods.tropd import guided_or_student
 from tropd.errors import UserError
 from tropd.models import build_llama
 from tropd.rollout import collect, make_backend
@@ -199,7 +201,7 @@ def test_teacher_engine_is_built_lazily_in_its_own_process(fake_vllm, models):
     b = backend(models, teacher_gpu_memory_utilization=0.2)
     assert fake_vllm.envs.cache == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     assert len(FakeLLM.instances) == 1  # only the student engine until a method samples pi_T
-    batch = collect("teacher", b, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+    batch = collect(Teacher(), b, [[3, 4, 5]], [[1]], 2, step=0, total_steps=10, seed=0,
                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     student, teacher = FakeLLM.instances
     assert teacher.kw["model"] == models[1].name_or_path and teacher.multiproc == "1"
@@ -213,7 +215,7 @@ def test_guided_rollout_continues_the_teacher_prefix(fake_vllm, models):
 
     params = get_method("tropd").parse_params({"guided_fraction": 1.0})  # every rollout gets a prefix
     b = backend(models)
-    batch = collect("guided", b, [[3, 4, 5]], [[1]], 4, params, step=0, total_steps=10, seed=0,
+    batch = collect(guided_or_student(params), b, [[3, 4, 5]], [[1]], 4, step=0, total_steps=10, seed=0,
                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     student, teacher = FakeLLM.instances
     assert len(teacher.requests) == 4
@@ -314,13 +316,13 @@ def test_multi_process_runs_use_the_external_launcher_and_the_hf_teacher(fake_vl
     monkeypatch.setenv("WORLD_SIZE", "2")
     b = backend(models, sleep=True)
     assert FakeLLM.instances[0].kw["distributed_executor_backend"] == "external_launcher"
-    batch = collect("teacher", b, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+    batch = collect(Teacher(), b, [[3, 4, 5]], [[1]], 2, step=0, total_steps=10, seed=0,
                     max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     assert len(FakeLLM.instances) == 1 and "teacher" not in b.engines  # no second engine
     from tropd.rollout.hf import HFBackend
 
     hf = HFBackend(*models, {EOS}, PAD)
-    direct = collect("teacher", hf, [[3, 4, 5]], [[1]], 2, None, step=0, total_steps=10, seed=0,
+    direct = collect(Teacher(), hf, [[3, 4, 5]], [[1]], 2, step=0, total_steps=10, seed=0,
                      max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     assert torch.equal(batch.input_ids_BL, direct.input_ids_BL) and torch.equal(batch.behav_logp_BT, direct.behav_logp_BT)
     assert batch.from_teacher_BT[batch.response_mask_BT].all()
@@ -510,7 +512,7 @@ def test_vllm_end_to_end_on_gpu(tmp_path):
     prompts = [[3, 4, 5], [6, 7], [8, 9, 10, 11]]
 
     def gap(model) -> float:
-        batch = collect("student", b, prompts, [[1]] * 3, 2, None, step=0, total_steps=1, seed=0,
+        batch = collect(Student(), b, prompts, [[1]] * 3, 2, step=0, total_steps=1, seed=0,
                         max_new_tokens=24, temperature=1.0, top_p=1.0, pad_id=PAD).to("cuda")
         with torch.no_grad():
             lp = student_forward(model, batch, None, chunk=64)["logp_BT"]
@@ -523,7 +525,7 @@ def test_vllm_end_to_end_on_gpu(tmp_path):
     b.sync_weights(s)
     assert gap(s) < 0.05
     assert not math.isnan(gap(s))
-    guided = collect("teacher", b, prompts, [[1]] * 3, 1, None, step=0, total_steps=1, seed=0,
+    guided = collect(Teacher(), b, prompts, [[1]] * 3, 1, step=0, total_steps=1, seed=0,
                      max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     assert guided.from_teacher_BT[guided.response_mask_BT].all()
     assert b.engines["teacher"] is not b.engines["student"]
@@ -599,7 +601,7 @@ def test_vllm_padded_teacher_samples_only_shared_ids_on_gpu(tmp_path):
     b = VLLMBackend(s, t, None, {EOS}, PAD, vocab=V, gpu_memory_utilization=0.2,
                     teacher_gpu_memory_utilization=0.2, enforce_eager=True, max_model_len=256)
     prompts = [[3, 4, 5], [6, 7], [8, 9, 10, 11]]
-    batch = collect("teacher", b, prompts, [[1]] * 3, 4, None, step=0, total_steps=1, seed=0,
+    batch = collect(Teacher(), b, prompts, [[1]] * 3, 4, step=0, total_steps=1, seed=0,
                     max_new_tokens=24, temperature=1.0, top_p=1.0, pad_id=PAD).to("cuda")
     m = batch.response_mask_BT
     assert m.sum() > 0 and int(batch.input_ids_BL.max()) < V

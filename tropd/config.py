@@ -389,7 +389,9 @@ def validate(cfg: RunConfig) -> None:
 
     method = get_method(cfg.method.name)
     params = method.parse_params(cfg.method.params)
-    if t.backend == "vllm" and method.rollout == "blend":
+    from tropd.rollout.policies import Blend
+
+    if t.backend == "vllm" and isinstance(method.behaviour(params), Blend):
         raise ConfigError(f"train.backend: vllm cannot sample {cfg.method.name}'s token-by-token "
                           "teacher/student blend; use train.backend: hf for it")
     w = cfg.workflow
@@ -398,7 +400,7 @@ def validate(cfg: RunConfig) -> None:
         from tropd.fsdp import check_request
 
         try:
-            check_request(w.gpus_per_train, t.prompts_per_step, getattr(params, "stage1_frac", None) is not None)
+            check_request(w.gpus_per_train, t.prompts_per_step, method.schedule.multi_stage)
         except UserError as e:
             raise ConfigError(f"workflow.train_parallel=fsdp with {w.gpus_per_train} GPUs, method "
                               f"{cfg.method.name}: {e}") from None

@@ -6,9 +6,14 @@ A method is a pure function
 
 from per-token tensors to an *unreduced* per-token loss `loss_BT` (B, T) plus per-token
 diagnostics. It never masks, averages or calls backward: that happens once, in
-`tropd.reduce.reduce_loss`. A method also declares what it needs from the teacher (`needs`; with
-`scores_teacher=False` not even the sampled tokens' log-probs, so the teacher forward is skipped)
-and which behaviour policy writes its rollouts (`rollout`), so the training loop computes only that.
+`tropd.reduce.reduce_loss`. Besides the loss, `register` takes a typed declaration of everything the
+core needs from the method, and the core reads nothing else of it (never a parameter by name):
+
+- `behaviour(params)`: who writes the rollouts, a `tropd.rollout.policies.Behaviour` (student,
+  teacher-prefix guidance, student/teacher blend, dataset mix, teacher);
+- `schedule`: one stage (`OneStage`) or a class of several (ERPD's, in baselines/erpd.py), built by
+  the loop with the run's objects and called at fixed points of every step;
+- `scores`: what must be scored (`Scores`: the teacher pass at all; full (B, T, V) logits).
 
 Shapes: B sequences, T response positions (prompt excluded, right-padded), K teacher top-k, V vocab.
 """
@@ -17,15 +22,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-
-# What a method may ask the scorer for (besides sampled-token log-probs, always present).
-Need = Literal["topk", "entropy", "full_logits"]
-# Which behaviour policy writes the rollouts (tropd.rollout implements each).
-Rollout = Literal["student", "guided", "teacher", "mixed", "blend"]
-
 
 @dataclass
 class TokenStats:
@@ -80,6 +79,48 @@ class NoParams:
     pass
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What the scorer computes besides the student's sampled-token log-probs. The teacher pass gives
+    the sampled token's log-prob, the top-k (ids, log-probs) and the entropy of both models at once
+    (cheap next to the forward itself), so those are not declared one by one."""
+
+    teacher: bool = True  # False: the loss never reads the teacher (SeqKD); no teacher forward
+    full_logits: bool = False  # (B, T, V) logits of both models (GKD)
+
+
+class OneStage:
+    """A method's schedule: one stage, nothing changes between steps (every method but ERPD).
+
+    A schedule of several stages subclasses this (baselines/erpd.py) and is built by the loop as
+    `schedule(params, steps, out, student, world)`; the loop calls its hooks at fixed points of a step."""
+
+    multi_stage = False  # several stages keep state across steps (tropd.fsdp refuses them)
+
+    def __init__(self, params=None, steps: int = 0, out=None, model=None, world=None):
+        pass
+
+    def on_step(self, step, teacher, optimizer, scheduler):
+        """Start of `step`: the teacher to distil from (a stage switch may replace it)."""
+        return teacher
+
+    def on_resume(self, start, teacher):
+        return teacher
+
+    def fixed_rollout(self, step):
+        """A stored rollout to train on at `step` instead of sampling one, or None."""
+        return None
+
+    def remember_rollout(self, step, batch) -> None:
+        pass
+
+
+def _student(params):
+    from tropd.rollout.policies import Student
+
+    return Student()
+
+
 @dataclass
 class Method:
     name: str
@@ -87,9 +128,9 @@ class Method:
     params: type = NoParams  # dataclass of hyperparameters, filled from config `method.params`
     description: str = ""
     reference: str = ""
-    needs: frozenset[str] = frozenset()
-    rollout: str = "student"
-    scores_teacher: bool = True  # False: the loss never reads the teacher (SeqKD); no scoring pass
+    behaviour: Callable[[Any], Any] = _student  # params -> tropd.rollout.policies.Behaviour
+    schedule: type = OneStage
+    scores: Scores = Scores()
 
     def parse_params(self, raw: dict[str, Any]) -> Any:
         from tropd.schema import build
@@ -110,21 +151,22 @@ def register(
     params: type = NoParams,
     description: str,
     reference: str,
-    needs: tuple[str, ...] = (),
-    rollout: str = "student",
-    scores_teacher: bool = True,
+    behaviour: Callable[[Any], Any] = _student,
+    schedule: type = OneStage,
+    scores: Scores = Scores(),
 ) -> Callable:
-    """Decorator: register `fn` as method `name`."""
+    """Decorator: register `fn` as method `name`, with what the core needs from it (module docstring)."""
 
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         if not dataclasses.is_dataclass(params):
             raise TypeError(f"method {name!r}: params must be a dataclass")
-        if needs and not scores_teacher:
-            raise ValueError(f"method {name!r}: needs {sorted(needs)} from a teacher it does not score")
-        _REGISTRY[name] = Method(name, fn, params, description, reference, frozenset(needs), rollout,
-                                 scores_teacher)
+        if scores.full_logits and not scores.teacher:
+            raise ValueError(f"method {name!r}: full logits from a teacher it does not score")
+        if not (isinstance(schedule, type) and issubclass(schedule, OneStage)):
+            raise TypeError(f"method {name!r}: schedule must be OneStage or a subclass")
+        _REGISTRY[name] = Method(name, fn, params, description, reference, behaviour, schedule, scores)
         return fn
 
     return deco

@@ -1,9 +1,6 @@
-"""Run-directory bookkeeping for `tropd.train`: optimizer set-up, the final save, summaries, and the
-two-stage schedule of methods that declare `stage1_frac` (ERPD).
-"""
+"""Run-directory bookkeeping for `tropd.train`: optimizer set-up, the final save, summaries."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import resource
@@ -13,7 +10,6 @@ from pathlib import Path
 import torch
 
 from tropd.config import TrainConfig
-from tropd.errors import UserError
 from tropd.faults import fault_point
 from tropd.io import atomic_write_json, reraise_io
 
@@ -101,83 +97,3 @@ def finish(out: Path, model, tok, summary: dict, weights: dict | None = None) ->
     fault_point("finish", summary["steps_done"])
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the student folder supersedes them
     atomic_write_json(out / "summary.json", summary)
-
-
-class Stage2:
-    """No second stage (every method but ERPD)."""
-
-    @staticmethod
-    def maybe(params, steps: int, out: Path, model, teacher, world):
-        frac = getattr(params, "stage1_frac", None)
-        return TwoStage(frac, steps, out, model, world) if frac is not None else Stage2()
-
-    def on_step(self, step, teacher, optimizer, scheduler):
-        return teacher
-
-    def on_resume(self, start, teacher):
-        return teacher
-
-    def fixed_rollout(self, step):
-        return None
-
-    def remember_rollout(self, step, batch) -> None:
-        pass
-
-
-class TwoStage(Stage2):
-    """ERPD (baselines/erpd.py): stage 1 optimises on the rollouts of step 0, reused unchanged for
-    `stage1_frac` of the steps; at the switch the stage-1 policy becomes the frozen teacher, the
-    student is reset to its base weights and its optimizer state cleared. Data-parallel processes
-    keep their own shard of the step-0 rollouts (one file each); the main process saves the stage-1
-    policy, which every process computed identically.
-    """
-
-    def __init__(self, frac: float, steps: int, out: Path, model, world):
-        self.s1 = int(round(frac * steps))
-        self.out, self.model, self.world = out, model, world
-        self.base = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.fixed = None
-        # The process count is in the name: each shard holds its process's prompts of step 0.
-        name = "erpd_rollout.pt" if world.size == 1 else f"erpd_rollout.rank{world.rank}of{world.size}.pt"
-        self.rollout_file = out / name
-
-    def fixed_rollout(self, step):
-        if step >= self.s1 or step == 0:
-            return None
-        if self.fixed is None:
-            if not self.rollout_file.is_file():
-                found = sorted(p.name for p in self.out.glob("erpd_rollout*.pt"))
-                raise UserError(f"{self.out}: ERPD's stage-1 rollouts are {found or 'missing'}, not "
-                                f"{self.rollout_file.name}: resume with the number of processes that "
-                                f"started the run (workflow.gpus_per_train), or use a new --out")
-            self.fixed = torch.load(self.rollout_file, weights_only=False)
-        return self.fixed
-
-    def remember_rollout(self, step, batch) -> None:
-        if step == 0 and self.s1 > 0:
-            self.fixed = batch
-            torch.save(batch, self.rollout_file)
-
-    def _extreme(self):
-        m = copy.deepcopy(self.model)
-        m.requires_grad_(False)
-        m.eval()
-        return m
-
-    def on_step(self, step, teacher, optimizer, scheduler):
-        if step != self.s1 or self.s1 == 0:
-            return teacher
-        extreme = self._extreme()
-        if self.world.main:
-            torch.save(extreme.state_dict(), self.out / "erpd_stage1.pt")
-        self.model.load_state_dict(self.base)
-        optimizer.state.clear()
-        return extreme
-
-    def on_resume(self, start, teacher):
-        if start <= self.s1 or self.s1 == 0:
-            return teacher
-        extreme = self._extreme()
-        extreme.load_state_dict(torch.load(self.out / "erpd_stage1.pt", weights_only=True))
-        # Stage-2 student weights were restored from the checkpoint; the base stays the original.
-        return extreme

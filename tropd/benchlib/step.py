@@ -102,19 +102,18 @@ class StepBench:
     def harness(self) -> None:
         from tropd.reduce import reduce_loss, step_denominator
         from tropd.registry import StepContext, TokenStats
-        from tropd.rollout import collect, rollout_kind
+        from tropd.rollout import collect
         from tropd.scoring import student_forward, teacher_score
 
         tc, m = self.tc, self.method
-        kind = rollout_kind(m, self.params)
         t0 = time.perf_counter()
-        batch = collect(kind, self.backend, self.prompts, [[1]] * len(self.prompts), tc.rollouts_per_prompt,
-                        self.params, step=self.step_i, total_steps=tc.steps, seed=0,
+        batch = collect(m.behaviour(self.params), self.backend, self.prompts, [[1]] * len(self.prompts),
+                        tc.rollouts_per_prompt, step=self.step_i, total_steps=tc.steps, seed=0,
                         max_new_tokens=tc.max_new_tokens, temperature=tc.temperature, top_p=tc.top_p,
                         pad_id=0)
         t1 = time.perf_counter()
         denom = step_denominator(batch.response_mask_BT, tc.loss_norm)
-        full = "full_logits" in m.needs
+        full = m.scores.full_logits
         for mb in range(0, batch.size, tc.micro_batch):
             micro = batch.select(slice(mb, mb + tc.micro_batch))
             scored = teacher_score(self.teacher, micro, tc.topk, tc.chunk_size, full)

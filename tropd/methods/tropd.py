@@ -73,6 +73,7 @@ from tropd.methods.guidance import guidance_loss
 from tropd.methods.opd import k1_reward, pg_loss
 from tropd.methods.terms import bernoulli_trust, on_policy, topk_fkl
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
+from tropd.rollout.policies import Guided, Student
 
 REOPOLD_FLOOR = math.log(0.2 / 0.8)  # log(lambda/(1-lambda)) at lambda = 0.2
 
@@ -84,7 +85,7 @@ class TrOPDParams:
     tau: float = REOPOLD_FLOOR  # static threshold / clip floor on log(pi_T/pi_S)
     trust_logp: Literal["behaviour", "current"] = "behaviour"  # pi_S inside P_trust
     renormalize_topk: bool = False
-    guidance: bool = True  # teacher-prefix rollouts (read by the rollout code)
+    guidance: bool = True  # teacher-prefix rollouts (the Guided behaviour policy)
     beta: float = 0.001  # weight of the NLL on teacher-prefix tokens
     guided_fraction: float = 0.5  # share of rollouts that get a teacher prefix
     prefix_rule: Literal["fixed", "uniform"] = "uniform"
@@ -101,6 +102,13 @@ class TrOPDParams:
             raise ConfigError(f"method.params.guided_fraction: must be in [0, 1], got {self.guided_fraction}")
         if not 0 <= self.anneal_frac <= 1:
             raise ConfigError(f"method.params.anneal_frac: must be in [0, 1], got {self.anneal_frac}")
+
+
+def guided_or_student(p: TrOPDParams) -> Guided | Student:
+    """The behaviour policy TrOPD declares: teacher-prefix guidance, or plain student rollouts."""
+    if not p.guidance:
+        return Student()
+    return Guided(fraction=p.guided_fraction, rule=p.prefix_rule, anneal_frac=p.anneal_frac, unit=p.prefix_unit)
 
 
 def trust_region_terms(
@@ -143,8 +151,7 @@ def trust_region_terms(
     description="TrOPD: Bernoulli trust region min(pi_T/pi_S,1), top-k FKL on outliers, teacher-prefix "
                 "guidance (and the Mask/Clip/FKL-outlier ablations)",
     reference="Xing et al. 2606.01249 Eq. 5-9, Tables 1 and 5",
-    needs=("topk",),
-    rollout="student",  # "guided" when params.guidance (tropd.rollout.rollout_kind)
+    behaviour=guided_or_student,
 )
 def tropd(s: TokenStats, p: TrOPDParams, ctx: StepContext) -> MethodOutput:
     # On teacher tokens the behaviour log-prob is the teacher's: an importance ratio pi_S/pi_T there

@@ -1,34 +1,28 @@
-"""Behaviour policies: who writes the tokens a method trains on.
+"""Behaviour policies sampled: who writes the tokens a method trains on.
 
-Backends (`hf`, `vllm`, `fake`) only sample; the policy logic lives here, once, for all of them:
+Backends (`hf`, `vllm`, `fake`) only sample; the policy logic lives here, once, for all of them. A
+method declares its policy (tropd.rollout.policies) and `collect` reads only that declaration:
 
-- student : every token sampled from pi_S (OPD and most methods)
-- guided  : TrOPD's off-policy guidance: the teacher writes a prefix of length l (cosine-annealed
-            maximum, `tropd.methods.guidance`), the student continues; prefix tokens are flagged
-            `from_teacher`. Used when the method's params say `guidance: true`.
-- teacher : every token from pi_T (SeqKD)
-- mixed   : GKD: with probability `lmbda` a student sample, otherwise the dataset reference answer
-- blend   : TRB: each token from the geometric blend of pi_S and pi_T under a KL budget eps
-            (`tropd.blend`), eps annealed to 0, then pure student sampling
+- Student    : every token sampled from pi_S (OPD and most methods)
+- Guided     : TrOPD's off-policy guidance: the teacher writes a prefix of length l (cosine-annealed
+               maximum, `tropd.methods.guidance`), the student continues; prefix tokens are flagged
+               `from_teacher`
+- Teacher    : every token from pi_T (SeqKD)
+- DatasetMix : GKD: with probability `lmbda` a student sample, otherwise the dataset reference answer
+- Blend      : TRB: each token from the geometric blend of pi_S and pi_T under a KL budget eps
+               (`tropd.rollout.blend`), eps annealed to 0, then pure student sampling
 
 Every sequence's seed derives from (run seed, step, prompt index, sample index).
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from tropd.rollout.batch import Completion, RolloutBatch, pack
+from tropd.rollout.policies import Behaviour, Blend, DatasetMix, Guided, Student, Teacher
 from tropd.seeding import derive_seed, generator
 
-__all__ = ["Completion", "RolloutBatch", "collect", "make_backend", "rollout_kind"]
-
-
-def rollout_kind(method, params: Any) -> str:
-    if getattr(params, "guidance", False):
-        return "guided"
-    return method.rollout
+__all__ = ["Completion", "RolloutBatch", "collect", "make_backend"]
 
 
 def make_backend(name: str, student, teacher, tok, vocab: int | None = None, **kw):
@@ -51,12 +45,11 @@ def make_backend(name: str, student, teacher, tok, vocab: int | None = None, **k
 
 
 def collect(
-    kind: str,
+    behaviour: Behaviour,
     backend,
     prompts: list[list[int]],
     references: list[list[int]],
     n_samples: int,
-    params: Any,
     *,
     step: int,
     total_steps: int,
@@ -67,7 +60,7 @@ def collect(
     pad_id: int,
     positions: list[int] | None = None,
 ) -> RolloutBatch:
-    """Sample `n_samples` completions per prompt with behaviour policy `kind`.
+    """Sample `n_samples` completions per prompt with the declared `behaviour` policy.
 
     `positions` are the prompts' places in the step's prompt list (a data-parallel process passes
     its shard's); every seed derives from them, so the rollouts do not depend on the sharding.
@@ -79,20 +72,20 @@ def collect(
     ps = [prompts[i] for i in local]
     full = [max_new_tokens] * len(slots)
     meta: dict = {}
-    if kind == "student":
+    if isinstance(behaviour, Student):
         comps = _plain(backend.sample("student", ps, full, seeds, temperature, top_p), ps, False)
-    elif kind == "teacher":
+    elif isinstance(behaviour, Teacher):
         comps = _plain(backend.sample("teacher", ps, full, seeds, temperature, top_p), ps, True)
-    elif kind == "guided":
-        comps, meta = _guided(backend, ps, seeds, slots, params, step, total_steps, seed,
+    elif isinstance(behaviour, Guided):
+        comps, meta = _guided(backend, ps, seeds, slots, behaviour, step, total_steps, seed,
                               max_new_tokens, temperature, top_p)
-    elif kind == "mixed":
-        comps = _mixed(backend, ps, seeds, slots, [references[i] for i in local], params, step, seed,
+    elif isinstance(behaviour, DatasetMix):
+        comps = _mixed(backend, ps, seeds, slots, [references[i] for i in local], behaviour, step, seed,
                        max_new_tokens, temperature, top_p)
-    elif kind == "blend":
-        comps, meta = _blend(backend, ps, seeds, params, step, max_new_tokens, temperature, top_p)
+    elif isinstance(behaviour, Blend):
+        comps, meta = _blend(backend, ps, seeds, behaviour, step, max_new_tokens, temperature, top_p)
     else:
-        raise ValueError(f"unknown rollout kind {kind!r}")
+        raise ValueError(f"unknown behaviour policy {behaviour!r}")
     batch = pack(comps, slots, pad_id)
     batch.meta = meta
     return batch
@@ -102,19 +95,19 @@ def _plain(results, prompts, from_teacher: bool) -> list[Completion]:
     return [Completion(p, t, lp, [from_teacher] * len(t), fin) for p, (t, lp, fin) in zip(prompts, results)]
 
 
-def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new, temperature, top_p):
+def _guided(backend, ps, seeds, slots, g: Guided, step, total_steps, seed, max_new, temperature, top_p):
     from tropd.methods.guidance import max_prefix_len, sample_prefix_len
 
-    l_max = max_prefix_len(step, total_steps, max_new, params.anneal_frac)
+    l_max = max_prefix_len(step, total_steps, max_new, g.anneal_frac)
     gens = [generator(seed, step, i, j, "guide") for i, j in slots]
-    guided = [float(torch.rand((), generator=g)) < params.guided_fraction for g in gens] if l_max > 0 \
+    guided = [float(torch.rand((), generator=gen)) < g.fraction for gen in gens] if l_max > 0 \
         else [False] * len(slots)
     idx_g = [k for k, flag in enumerate(guided) if flag]
     # The prefix length does not depend on what the teacher writes, so it is drawn first and the
     # teacher writes only that many tokens (its per-sequence seeds make them the same tokens a
     # longer generation would start with). A teacher that ends sooner writes the whole sequence.
     teacher_seeds = [derive_seed(seeds[k], "teacher") for k in idx_g]
-    if getattr(params, "prefix_unit", "tokens") == "teacher_frac":
+    if g.unit == "teacher_frac":
         # l_max is a share of each teacher answer's own length: the teacher writes its whole answer
         # (up to max_new tokens), the prefix is its first l tokens, l = round(share * length) or a
         # uniform draw at most that. A prefix that keeps the whole of a finished answer stays finished.
@@ -123,10 +116,10 @@ def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new,
                                   temperature, top_p)
         teacher_out = []
         for k, (toks, lps, fin) in zip(idx_g, full_out):
-            n = sample_prefix_len(round(frac * len(toks)), len(toks), params.prefix_rule, gens[k])
+            n = sample_prefix_len(round(frac * len(toks)), len(toks), g.rule, gens[k])
             teacher_out.append((toks[:n], lps[:n], fin and n == len(toks)))
     else:
-        lens_g = [sample_prefix_len(l_max, max_new, params.prefix_rule, gens[k]) for k in idx_g]
+        lens_g = [sample_prefix_len(l_max, max_new, g.rule, gens[k]) for k in idx_g]
         teacher_out = backend.sample("teacher", [ps[k] for k in idx_g], lens_g, teacher_seeds, temperature, top_p)
     prefix = dict(zip(idx_g, teacher_out))  # k -> (tokens, log-probs, finished), at most lens_g tokens
     # Student continues every sequence the teacher has not finished.
@@ -146,8 +139,8 @@ def _guided(backend, ps, seeds, slots, params, step, total_steps, seed, max_new,
     return comps, meta
 
 
-def _mixed(backend, ps, seeds, slots, refs, params, step, seed, max_new, temperature, top_p):
-    on = [float(torch.rand((), generator=generator(seed, step, i, j, "mix"))) < params.lmbda
+def _mixed(backend, ps, seeds, slots, refs, mix: DatasetMix, step, seed, max_new, temperature, top_p):
+    on = [float(torch.rand((), generator=generator(seed, step, i, j, "mix"))) < mix.lmbda
           for i, j in slots]
     idx_on = [k for k, f in enumerate(on) if f]
     outs = dict(zip(idx_on, backend.sample("student", [ps[k] for k in idx_on], [max_new] * len(idx_on),
@@ -163,10 +156,10 @@ def _mixed(backend, ps, seeds, slots, refs, params, step, seed, max_new, tempera
     return comps
 
 
-def _blend(backend, ps, seeds, params, step, max_new, temperature, top_p):
-    from tropd.blend import blend_logprobs, trb_eps
+def _blend(backend, ps, seeds, blend: Blend, step, max_new, temperature, top_p):
+    from tropd.rollout.blend import blend_logprobs, trb_eps
 
-    eps = trb_eps(step, params.eps0, params.anneal_steps)
+    eps = trb_eps(step, blend.eps0, blend.anneal_steps)
     if eps <= 0:
         res = backend.sample("student", ps, [max_new] * len(ps), seeds, temperature, top_p)
         return _plain(res, ps, False), {"trb_eps": 0.0}
