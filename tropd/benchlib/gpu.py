@@ -91,7 +91,10 @@ QUICK = GPUBenchShape(
     prompt_words=6, steps=2,
     overrides={"train.prompts_per_step": 2, "train.rollouts_per_prompt": 2, "train.max_new_tokens": 12,
                "train.topk": 8, "train.backend": "hf", "train.num_threads": 1, "train.micro_batch": 2,
-               "train.chunk_size": 8, "train.gradient_checkpointing": False},
+               "train.chunk_size": 8, "train.gradient_checkpointing": False,
+               # fp32 on a CPU; also, accelerate fixes mixed precision once per process, and the
+               # tests' other runs in this process are fp32
+               "train.dtype": "float32"},
     loss={"T": 256, "V": 300, "D": 32, "K": 8, "chunk": 64}, loss_repeats=2, matmul_n=256, decode_steps=4,
 )
 
