@@ -1,5 +1,6 @@
 """TrOPD's off-policy trust-region guidance (TrOPD 2606.01249, Sec. 3.4, Eq. 8-9): the prefix schedule
-the rollout code reads, and the loss on teacher-written tokens.
+of its behaviour policy (`tropd.rollout.policies.Guided`, which implements it), and the loss on
+teacher-written tokens.
 
 Schedule. The *maximum* teacher-prefix length starts at the full generation length and is annealed to 0
 with a cosine, so training ends fully on-policy:
@@ -13,7 +14,7 @@ paper anneals over all of training: default 1.0). anneal_frac = 0 switches guida
 Per-sample prefix length (the paper leaves it open, methods.md Sec. 6.4): rule `uniform` draws
 l ~ U{0, ..., l_max} (default: the paper names l_max a *maximum*, which reads as a per-sample length at
 most l_max); `fixed` uses l = l_max. The length is drawn before the teacher writes, and the teacher
-writes at most l tokens (tropd.rollout._guided): a teacher that finishes before l writes the whole
+writes at most l tokens (tropd.rollout.policies.Guided): a teacher that finishes before l writes the whole
 sequence.
 
 Loss on teacher tokens (Eq. 9, third term): -beta log(pi_T(x)/pi_S(x)) to maximise, i.e. minimise
@@ -22,34 +23,10 @@ tokens get nothing else (no trust mask, no top-k FKL).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from tropd.registry import TokenStats
-
-
-def max_prefix_len(step: int, total_steps: int, full_len: int, anneal_frac: float = 1.0) -> int:
-    """Cosine-annealed maximum teacher-prefix length at 0-based `step`: full_len at step 0, 0 at the end."""
-    if anneal_frac <= 0 or full_len <= 0:
-        return 0
-    span = anneal_frac * (total_steps - 1)
-    frac = min(step / span, 1.0) if span > 0 else (0.0 if step <= 0 else 1.0)
-    return round(full_len * 0.5 * (1.0 + math.cos(math.pi * frac)))
-
-
-def sample_prefix_len(max_len: int, teacher_len: int, rule: str, generator: torch.Generator) -> int:
-    """Prefix length for one rollout: `fixed` = max_len, `uniform` ~ U{0..max_len}; at most teacher_len
-    (the rollout code passes the generation limit: the teacher then writes only this many tokens)."""
-    if max_len <= 0:
-        return 0
-    if rule == "fixed":
-        length = max_len
-    elif rule == "uniform":
-        length = int(torch.randint(0, max_len + 1, (), generator=generator))
-    else:
-        raise ValueError(f"unknown prefix rule {rule!r} (fixed, uniform)")
-    return min(length, teacher_len)
+from tropd.rollout.policies import max_prefix_len, sample_prefix_len  # noqa: F401 - documented here
 
 
 def guidance_loss(s: TokenStats, beta: float) -> torch.Tensor:

@@ -108,7 +108,8 @@ def guided_or_student(p: TrOPDParams) -> Guided | Student:
     """The behaviour policy TrOPD declares: teacher-prefix guidance, or plain student rollouts."""
     if not p.guidance:
         return Student()
-    return Guided(fraction=p.guided_fraction, rule=p.prefix_rule, anneal_frac=p.anneal_frac, unit=p.prefix_unit)
+    return Guided(fraction=p.guided_fraction, rule=p.prefix_rule, anneal_frac=p.anneal_frac,
+                  unit=p.prefix_unit)
 
 
 def trust_region_terms(
