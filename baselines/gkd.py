@@ -31,6 +31,7 @@ import torch
 
 from tropd.errors import ConfigError
 from tropd.registry import MethodOutput, Scores, StepContext, TokenStats, register
+from tropd.rollout.blend import kl_from_logprobs
 from tropd.rollout.policies import DatasetMix
 
 
@@ -46,22 +47,16 @@ class GKDParams:
             raise ConfigError(f"method.params.lmbda: must be in [0, 1], got {self.lmbda}")
 
 
-def _kl(la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-    """KL(a || b) over the last axis from log-probs; 0 log 0 = 0."""
-    pa = la.exp()
-    return torch.where(pa > 0, pa * (la - lb), torch.zeros_like(pa)).sum(-1)
-
-
 def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
     """JSD(beta) / (beta (1 - beta)) per position (..., V) -> (...); the KL limits at beta = 0 and 1."""
     ls = student_logits.to(torch.promote_types(student_logits.dtype, torch.float32)).log_softmax(-1)
     lt = teacher_logits.to(ls.dtype).log_softmax(-1).detach()
     if beta == 0:
-        return _kl(lt, ls)
+        return kl_from_logprobs(lt, ls)
     if beta == 1:
-        return _kl(ls, lt)
+        return kl_from_logprobs(ls, lt)
     lm = torch.logaddexp(lt + math.log(beta), ls + math.log1p(-beta))
-    return _kl(lt, lm) / (1 - beta) + _kl(ls, lm) / beta
+    return kl_from_logprobs(lt, lm) / (1 - beta) + kl_from_logprobs(ls, lm) / beta
 
 
 @register(

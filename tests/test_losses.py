@@ -350,7 +350,7 @@ def test_registered_methods_are_listed_by_the_cli(capsys):
     by_name = {r[0]: r for r in rows}
     assert by_name["clip_outlier"][2] == "tropd" and "outlier_mode=clip," in by_name["clip_outlier"]
     for m in all_methods().values():
-        assert m.description and m.reference and m.fn.__module__ and m.rollout
+        assert m.description and m.reference and m.fn.__module__ and m.behaviour
 
 
 @pytest.mark.parametrize("preset,key,value", [

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="distil the student with one method")
     _add_config(p)
-    p.add_argument("--method", required=True, help="method preset (configs/methods/<name>.yaml)")
+    p.add_argument("--method", required=True, help="method preset: a name in configs/methods/, or a YAML path")
     p.add_argument("--seed", required=True, help="seed, or comma-separated seeds run one after another")
     p.add_argument("--out", required=True, help="run directory (resumes if it exists); {seed} for several")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")

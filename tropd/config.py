@@ -321,7 +321,12 @@ def read_yaml(path: Path) -> dict:
 
 
 def method_preset(name: str) -> dict:
-    """The method preset configs/methods/<name>.yaml (a partial config)."""
+    """The method preset configs/methods/<name>.yaml (a partial config), or a preset YAML given by its
+    path (a method developed outside the repository)."""
+    if name.endswith((".yaml", ".yml")):
+        if not Path(name).is_file():
+            raise ConfigError(f"method preset file not found: {name}")
+        return read_yaml(Path(name))
     path = REPO_ROOT / "configs" / "methods" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))

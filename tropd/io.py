@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,3 +66,19 @@ def reraise_io(e: Exception) -> None:
     if "os error" in msg:
         raise OSError(msg.rsplit(": ", 1)[-1].split(" (os error")[0]) from None
     raise e
+
+
+def move_into(tmp: Path, final: Path, last: str = "") -> None:
+    """Move every entry of `tmp` into `final`, replacing what is there, the entry named `last` (a
+    "prepared" stamp) after all others. A folder being replaced is renamed aside first and deleted
+    after the new one is in place, so `final` never lacks the entry."""
+    final.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(tmp.iterdir(), key=lambda e: e.name == last):
+        dest = final / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            trash = final / f".{entry.name}.old-{os.getpid()}"
+            dest.rename(trash)
+            entry.rename(dest)
+            shutil.rmtree(trash)
+        else:
+            os.replace(entry, dest)

@@ -22,6 +22,7 @@ from tropd.errors import UserError
 from tropd.io import atomic_write_json
 from tropd.models import check_profile_models, load_model, load_tokenizer, output_rows, shared_vocab
 from tropd.rollout import collect, make_backend
+from tropd.rollout.policies import Student
 from tropd.scoring import student_forward, teacher_score
 
 
@@ -53,8 +54,8 @@ def preflight(cfg: RunConfig, n_prompts: int = 4) -> dict:
     idx = prompts.indices(0, n_prompts)
     backend = make_backend("hf", student, teacher, s_tok, vocab)
     tc = cfg.train
-    batch = collect("student", backend, [prompts.prompt_tokens[i] for i in idx],
-                    [prompts.reference_tokens[i] for i in idx], 2, None, step=0, total_steps=1,
+    batch = collect(Student(), backend, [prompts.prompt_tokens[i] for i in idx],
+                    [prompts.reference_tokens[i] for i in idx], 2, step=0, total_steps=1,
                     seed=cfg.seed, max_new_tokens=tc.max_new_tokens, temperature=tc.temperature,
                     top_p=tc.top_p, pad_id=s_tok.pad_token_id)
     batch = batch.to(next(student.parameters()).device)

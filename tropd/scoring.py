@@ -39,12 +39,19 @@ def _head_weights(head, vocab: int | None):
     return w[:vocab], (b[:vocab] if b is not None else None)
 
 
-def _chunk_stats(h_BcD, weight_VD, bias_V, tgt_Bc, ids_BcK, want_logits: bool):
+def _chunk_logp(h_BcD, weight_VD, bias_V, tgt_Bc):
+    """One chunk's fp32 log-probs over the vocabulary, the sampled tokens' log-probs and the entropy
+    (no grad): what teacher and student share."""
     logp_BcV = F.linear(h_BcD, weight_VD, bias_V).float().log_softmax(-1)
     tok_Bc = logp_BcV.gather(-1, tgt_Bc[..., None]).squeeze(-1)
-    topk_BcK = logp_BcV.gather(-1, ids_BcK) if ids_BcK is not None else None
     with torch.no_grad():
         ent_Bc = -(logp_BcV.exp() * logp_BcV).sum(-1)
+    return logp_BcV, tok_Bc, ent_Bc
+
+
+def _chunk_stats(h_BcD, weight_VD, bias_V, tgt_Bc, ids_BcK, want_logits: bool):
+    logp_BcV, tok_Bc, ent_Bc = _chunk_logp(h_BcD, weight_VD, bias_V, tgt_Bc)
+    topk_BcK = logp_BcV.gather(-1, ids_BcK) if ids_BcK is not None else None
     return tok_Bc, topk_BcK, ent_Bc, (logp_BcV if want_logits else None)
 
 
@@ -71,12 +78,13 @@ def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logi
     k = min(topk, weight_VD.shape[0])
     tok, ids, lps, ent, full = [], [], [], [], []
     for s in range(0, h_BTD.shape[1], chunk):
-        logp_BcV = F.linear(h_BTD[:, s : s + chunk], weight_VD, bias_V).float().log_softmax(-1)
-        tok.append(logp_BcV.gather(-1, tgt_BT[:, s : s + chunk, None]).squeeze(-1))
+        logp_BcV, tok_Bc, ent_Bc = _chunk_logp(h_BTD[:, s : s + chunk], weight_VD, bias_V,
+                                               tgt_BT[:, s : s + chunk])
         v, i = logp_BcV.topk(k, dim=-1)
+        tok.append(tok_Bc)
         lps.append(v)
         ids.append(i)
-        ent.append(-(logp_BcV.exp() * logp_BcV).sum(-1))
+        ent.append(ent_Bc)
         if full_logits:
             full.append(logp_BcV)
     out = {

@@ -45,7 +45,7 @@ import torch
 from tropd.config import RunConfig, SmolPrepare
 from tropd.errors import ConfigError
 from tropd.errors import UserError
-from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from tropd.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
 from tropd.models import format_prompt
 
 VERSION = 1
@@ -295,16 +295,6 @@ def build(cfg: RunConfig, base: Path, data_tmp: Path, models_tmp: Path, log) -> 
     return report
 
 
-def _move_into(tmp: Path, final: Path) -> None:
-    """Move every entry of `tmp` into `final`, replacing what is there; the stamp last."""
-    final.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(tmp.iterdir(), key=lambda e: e.name == STAMP):
-        dest = final / entry.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(entry, dest)
-
-
 def prepare(cfg: RunConfig) -> int:
     def log(msg: str) -> None:
         print(f"tropd prepare: {msg}", flush=True)
@@ -333,6 +323,6 @@ def prepare(cfg: RunConfig) -> int:
         record = {"stamp": stamp, "version": VERSION, "seed": cfg.seed, "prepare": dataclasses.asdict(p)}
         for tmp, final in ((Path(dt), data), (Path(mt), models)):
             atomic_write_json(tmp / STAMP, record)
-            _move_into(tmp, final)
+            move_into(tmp, final, last=STAMP)
     log(f"wrote {data} and {models} in {time.time() - t0:.0f} s")
     return 0

@@ -25,7 +25,8 @@ tok = load_tokenizer(cfg.student)
 prompts = load_prompts(cfg, tok)
 backend = make_backend("hf", load_model(cfg.student, "student", trainable=True),
                        load_model(cfg.teacher, "teacher"), tok)
-params = get_method("tropd").parse_params(cfg.method.params)
+method = get_method("tropd")
+params = method.parse_params(cfg.method.params)
 
 
 class CutAfterwards:
@@ -42,8 +43,8 @@ def timed(be, step):
     idx = prompts.indices(step, tc.prompts_per_step)
     t0 = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        b = collect("guided", be, [prompts.prompt_tokens[i] for i in idx],
-                    [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, params, step=step,
+        b = collect(method.behaviour(params), be, [prompts.prompt_tokens[i] for i in idx],
+                    [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, step=step,
                     total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
                     temperature=tc.temperature, top_p=tc.top_p, pad_id=tok.pad_token_id)
     return time.perf_counter() - t0, b

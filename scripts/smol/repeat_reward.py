@@ -22,6 +22,7 @@ from tropd.config import load_config
 from tropd.data import load_prompts
 from tropd.models import load_model, load_tokenizer
 from tropd.rollout import collect, make_backend
+from tropd.rollout.policies import Student
 from tropd.scoring import teacher_score
 
 N = 4  # n-gram length that defines a repeat
@@ -54,8 +55,8 @@ def main(steps: int, overrides: list[str]) -> None:
     for step in range(steps):
         idx = prompts.indices(step, tc.prompts_per_step)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.dtype == "bfloat16"):
-            batch = collect("student", backend, [prompts.prompt_tokens[i] for i in idx],
-                            [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt, None,
+            batch = collect(Student(), backend, [prompts.prompt_tokens[i] for i in idx],
+                            [prompts.reference_tokens[i] for i in idx], tc.rollouts_per_prompt,
                             step=step, total_steps=tc.steps, seed=cfg.seed, max_new_tokens=tc.max_new_tokens,
                             temperature=tc.temperature, top_p=tc.top_p, pad_id=tok.pad_token_id)
             t_lp = teacher_score(teacher, batch, tc.topk, tc.chunk_size)["teacher_logp_BT"]

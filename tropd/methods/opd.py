@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tropd.methods.terms import pg_loss  # noqa: F401 - OPD's loss form, imported from here by methods
 from tropd.registry import MethodOutput, StepContext, TokenStats, register
 
 
@@ -37,12 +38,6 @@ class OPDParams:
 def k1_reward(s: TokenStats) -> torch.Tensor:
     """R_t = log pi_T(x_t) - log pi_old(x_t), detached. (B, T)"""
     return (s.teacher_logp_BT - s.behav_logp_BT).detach()
-
-
-def pg_loss(s: TokenStats, advantage_BT: torch.Tensor) -> torch.Tensor:
-    """-rho_t * A_t with rho_t = exp(log pi_S - log pi_old); gradient -A_t grad log pi_S on-policy."""
-    rho_BT = torch.exp(s.logp_BT - s.behav_logp_BT.detach())
-    return -rho_BT * advantage_BT.detach()
 
 
 @register(

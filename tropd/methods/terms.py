@@ -10,8 +10,9 @@ itself defines (a Bernoulli trust draw, a top-fraction-of-the-batch entropy mask
                           `renormalize=True` both distributions are renormalised over the k ids, which
                           makes it the KL between the two truncated distributions (zero at pi_S = pi_T).
 - `bernoulli_trust`     : M ~ Bernoulli(min(pi_T/pi_S, 1)) from `ctx.seed_B` (TrOPD Eq. 6).
+- `pg_loss`             : -rho_t A_t, the importance-sampling policy-gradient loss (OPD's form).
 - `ppo_pg_loss`         : the clipped importance-sampling policy-gradient loss; with an infinite clip
-                          it is `tropd.methods.opd.pg_loss`.
+                          it is `pg_loss`.
 - `top_fraction_mask`   : the highest-`frac` share of valid tokens by some score (Entropy-OPD,
                           REOPOLD refinement). "Within the batch" means within the tensors the method
                           sees, i.e. one micro-batch of one process; equal to the step batch when
@@ -69,12 +70,17 @@ def importance_ratio(s: TokenStats) -> torch.Tensor:
     return torch.exp(s.logp_BT - s.behav_logp_BT.detach())
 
 
+def pg_loss(s: TokenStats, advantage_BT: torch.Tensor) -> torch.Tensor:
+    """-rho_t * A_t with rho_t = exp(log pi_S - log pi_old); gradient -A_t grad log pi_S on-policy."""
+    return -importance_ratio(s) * advantage_BT.detach()
+
+
 def ppo_pg_loss(s: TokenStats, advantage_BT: torch.Tensor, clip_eps: float) -> torch.Tensor:
-    """-min(rho A, clip(rho, 1-eps, 1+eps) A) per token; eps = inf gives -rho A (no clip)."""
+    """-min(rho A, clip(rho, 1-eps, 1+eps) A) per token; eps = inf gives `pg_loss` (no clip)."""
+    if math.isinf(clip_eps):
+        return pg_loss(s, advantage_BT)
     adv_BT = advantage_BT.detach()
     rho_BT = importance_ratio(s)
-    if math.isinf(clip_eps):
-        return -rho_BT * adv_BT
     clipped_BT = rho_BT.clamp(1.0 - clip_eps, 1.0 + clip_eps)
     return torch.maximum(-rho_BT * adv_BT, -clipped_BT * adv_BT)
 

@@ -56,8 +56,8 @@ def collect(
     local = [i for i in range(len(prompts)) for _ in range(n_samples)]
     slots = [(positions[i], j) for i in range(len(prompts)) for j in range(n_samples)]
     seeds = [derive_seed(seed, step, i, j) for i, j in slots]
-    request = Request(backend, [prompts[i] for i in local], [references[i] for i in local], seeds, slots, step,
-                      total_steps, seed, max_new_tokens, temperature, top_p)
+    request = Request(backend, [prompts[i] for i in local], [references[i] for i in local], seeds, slots,
+                      step, total_steps, seed, max_new_tokens, temperature, top_p)
     comps, meta = behaviour.sample(request)
     batch = pack(comps, slots, pad_id)
     batch.meta = meta

@@ -39,7 +39,7 @@ def _mix(ls_NV: torch.Tensor, lt_NV: torch.Tensor, b_N: torch.Tensor) -> torch.T
     return lin - lin.logsumexp(-1, keepdim=True)
 
 
-def _kl(la_NV: torch.Tensor, lb_NV: torch.Tensor) -> torch.Tensor:
+def kl_from_logprobs(la_NV: torch.Tensor, lb_NV: torch.Tensor) -> torch.Tensor:
     """KL(a || b) per row from log-probs, summing only where a > 0."""
     pa = la_NV.exp()
     return torch.where(pa > 0, pa * (la_NV - lb_NV), torch.zeros_like(pa)).sum(-1)
@@ -59,10 +59,10 @@ def blend_logprobs(student_logp_NV: torch.Tensor, teacher_logp_NV: torch.Tensor,
         return ls, torch.zeros(N, dtype=dtype, device=ls.device)
     hi = torch.ones(N, dtype=dtype, device=ls.device)
     # Rows whose teacher is already inside the budget take b = 1 (the bracket collapses to [1, 1]).
-    lo = (_kl(lt, ls) <= eps).to(dtype)
+    lo = (kl_from_logprobs(lt, ls) <= eps).to(dtype)
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        ok = _kl(_mix(ls, lt, mid), ls) <= eps
+        ok = kl_from_logprobs(_mix(ls, lt, mid), ls) <= eps
         lo = torch.where(ok, mid, lo)  # lo stays feasible throughout
         hi = torch.where(ok, hi, mid)
     return _mix(ls, lt, lo), lo

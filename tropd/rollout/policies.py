@@ -148,7 +148,8 @@ class Guided(Policy):
         for k, p in enumerate(ps):
             pt, plp, pfin = prefix.get(k, ([], [], False))
             st, slp, sfin = cont.get(k, ([], [], False))
-            comps.append(Completion(p, pt + st, plp + slp, [True] * len(pt) + [False] * len(st), pfin or sfin))
+            flags = [True] * len(pt) + [False] * len(st)
+            comps.append(Completion(p, pt + st, plp + slp, flags, pfin or sfin))
         lens = [len(prefix[k][0]) for k in idx_g]
         meta = {"prefix_max": l_max, "guided_frac": len(idx_g) / max(len(ps), 1),
                 "prefix_len": sum(lens) / len(lens) if lens else 0.0}

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 from tropd.config import RunConfig
 from tropd.errors import ConfigError, UserError
-from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from tropd.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
 from tropd.models import build_llama
 from tropd.seeding import derive_seed
 from tropd.tiny import GENERATOR_VERSION
@@ -203,21 +202,6 @@ def build(cfg: RunConfig, data_tmp: Path, models_tmp: Path) -> dict:
     return report
 
 
-def _move_into(tmp: Path, final: Path) -> None:
-    """Move every entry of `tmp` into `final` (replacing what is there); the stamp goes last."""
-    final.mkdir(parents=True, exist_ok=True)
-    entries = sorted(tmp.iterdir(), key=lambda e: e.name == STAMP)
-    for entry in entries:
-        dest = final / entry.name
-        if dest.is_dir() and not dest.is_symlink():
-            trash = final / f".{entry.name}.old-{os.getpid()}"
-            dest.rename(trash)
-            entry.rename(dest)
-            shutil.rmtree(trash)
-        else:
-            os.replace(entry, dest)
-
-
 def _print_report(report: dict) -> None:
     if "accuracy" not in report:
         print(f"tropd prepare: teacher only, final SFT loss {report['final_sft_loss']}")
@@ -253,7 +237,7 @@ def prepare_tiny(cfg: RunConfig) -> int:
         for tmp, final in ((Path(dt), data), (Path(mt), models)):
             if final in folders:
                 atomic_write_json(tmp / STAMP, record)
-                _move_into(tmp, final)
+                move_into(tmp, final, last=STAMP)
     _print_report(report)
     print(f"tropd prepare: wrote {data} and {models} in {time.time() - t0:.0f} s")
     return 0
