@@ -37,11 +37,8 @@ def tropd_side(task: str, items: list[dict], tmp: Path) -> list:
     if task == "humaneval":
         path = code_slice(tmp)
         samples = [(it["task_id"], it["text"]) for it in items]
-        try:
-            res = code.check_evalplus(DATASET, path, samples, plus=False, cache=False,
-                                      modes=[it["field"] for it in items])
-        except TypeError:  # the grader before modes existed
-            res = code.check_evalplus(DATASET, path, samples, plus=False, cache=False)
+        res = code.check_evalplus(DATASET, path, samples, plus=False, cache=False,
+                                  modes=[it["field"] for it in items])
         return [r["base"] for r in res]
     res = ifeval.grade_ifeval([(it["doc"], it["text"]) for it in items])
     return [[r["strict"], r["loose"]] for r in res]
