@@ -177,7 +177,10 @@ def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plu
                "atol": p["atol"], "fast_check": True, "wall_slack": WALL_SLACK, "phases": phases}
         jobs.append((job, sandbox.Limits(wall_s=WALL_SLACK * _budget(phases))))
         programs.append(program)
-    keys = [_verdict_key(job) for job, _ in jobs]
+    digests: dict[str, str] = {}  # per task: its inputs and outputs are hashed once, not per sample
+    for (tid, _), (job, _) in zip(samples, jobs):
+        digests.setdefault(tid, _phases_digest(job["phases"]))
+    keys = [_verdict_key(job, digests[tid]) for (tid, _), (job, _) in zip(samples, jobs)]
     known = {k: v for k in set(keys) if cache and (v := _cached_verdict(k)) is not None}
     todo = {k: j for k, j in zip(keys, jobs) if k not in known}  # identical programs run once
     for k, o in zip(todo, sandbox.run_many(list(todo.values()), workers)):
@@ -241,7 +244,17 @@ def raise_if_nothing_ran(task: str, results: list[dict]) -> None:
                         f" (first error: {errors[0]})")
 
 
-def _verdict_key(job: dict) -> str:
+def _phases_digest(phases: list[dict]) -> str:
+    """Digest of a check's inputs, expected outputs and limits. Pickled, not JSON: MBPP+ has dicts
+    with tuple keys, or with int and str keys, that JSON cannot write or sort (the order is the data
+    file's, so the same every time)."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(phases, protocol=4)).hexdigest()
+
+
+def _verdict_key(job: dict, phases_digest: str | None = None) -> str:
     """Digest of everything a verdict depends on: the program, the inputs, expected outputs, limits,
     and the checker's versions (evalplus's and this grader's)."""
     import hashlib
@@ -249,13 +262,10 @@ def _verdict_key(job: dict) -> str:
 
     import evalplus
 
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)  # some plus inputs are integers of thousands of digits
-    try:
-        blob = json.dumps({"job": job, "evalplus": evalplus.__version__, "grader": GRADER_VERSION},
-                          sort_keys=True, default=repr)
-    finally:
-        sys.set_int_max_str_digits(limit)
+    digest = phases_digest or _phases_digest(job["phases"])
+    rest = {k: v for k, v in job.items() if k != "phases"}
+    blob = json.dumps({"job": rest, "phases": digest, "evalplus": evalplus.__version__,
+                       "grader": GRADER_VERSION}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
