@@ -315,7 +315,7 @@ def _mbpp_verdict(o: sandbox.Outcome) -> dict:
          "sandbox_error": _sandbox_error(o, "status" in res), "duration_s": round(o.wall_s, 3),
          "rechecked": False}
     err = res.get("error") if status != "pass" else None
-    v["error"] = err if err not in (None, "Timeout") else None
+    v["error"] = err if err not in (None, "Timeout", "AssertionError") else None  # a failed assert: wrong
     if status == "pass":
         v["reason"] = None
     elif v["sandbox_error"]:
