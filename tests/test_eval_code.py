@@ -70,7 +70,8 @@ def test_code_extraction():
     answer = "Sure:\n```python\ndef f(x: List[int]):\n    return x\n\nprint(f([1]))\n```\nDone."
     assert code.solution_for("chat", "humaneval", prompt, answer, "f") == "def f(x: List[int]):\n    return x"
     # a base model's continuation is cut where evalplus stops generating, then sanitized with the prompt
-    cont = code.solution_for("continuation", "humaneval", prompt, body + "\n\ndef check():\n    assert 0\n", "f")
+    tail = "\n\ndef check():\n    assert 0\n"
+    cont = code.solution_for("continuation", "humaneval", prompt, body + tail, "f")
     assert cont.startswith("from typing import List") and cont.endswith("return x") and "check" not in cont
 
 

@@ -30,7 +30,8 @@ def test_score_reads_solution_and_completion_fields_as_evalplus(tmp_path, monkey
     cfg = _mini_code_task(tmp_path)
     rows = [{"id": "Mini/0", "completion": "    return a + b\n"},  # continues the prompt
             {"id": "Mini/0", "solution": "def add(a, b):\n    return a + b\n"},  # a whole program
-            {"id": "Mini/0", "solution": "def add(a, b):\n    return a - b\n", "completion": "    return a + b\n"},
+            {"id": "Mini/0", "solution": "def add(a, b):\n    return a - b\n",
+             "completion": "    return a + b\n"},
             {"id": "Mini/0", "completion": FENCED}]  # a chat answer in a completion field
     got = _score(tmp_path, cfg, rows, "plain")
     # a solution wins over a completion; prompt + a chat answer is not Python (evalplus fails it too)

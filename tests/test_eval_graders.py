@@ -46,7 +46,8 @@ def test_answer_extraction():
     assert math.gsm8k_extract("no digits") is None
     assert math.gsm8k_correct("12.5", "12.50") and not math.gsm8k_correct("12", "13")
     # the documented order: '####' line, last \boxed{}, "answer is" phrase, last number (issue 22's cases)
-    assert math.gsm8k_extract_rule("... \\boxed{230}\n\nI hope this helps with your 2 questions!") == ("230", "boxed")
+    hope = "... \\boxed{230}\n\nI hope this helps with your 2 questions!"
+    assert math.gsm8k_extract_rule(hope) == ("230", "boxed")
     assert math.gsm8k_extract_rule("Final answer: 18\n(Check: 18 + 7 = 25.)") == ("18", "answer_is")
     assert math.gsm8k_extract_rule("#### 18\nNote: 2 steps.") == ("18", "####")
     assert math.gsm8k_extract("The cost is \\boxed{\\$1{,}200 \\text{ dollars}}.") == "1200"

@@ -13,8 +13,8 @@ import pytest
 from tropd.eval.graders import ifeval
 from tropd.eval.graders.punkt_data import ensure_english_punkt
 
-ISSUE_TEXT = ("Dr. Smith and Mr. Jones met in the U.S. capital. They spoke for an hour. Mrs. Brown took notes. "
-              "It rained. Prof. Lee left early. Everyone agreed.")
+ISSUE_TEXT = ("Dr. Smith and Mr. Jones met in the U.S. capital. They spoke for an hour. "
+              "Mrs. Brown took notes. It rained. Prof. Lee left early. Everyone agreed.")
 
 
 def test_nltk_runs_its_trained_english_punkt_offline(tmp_path, monkeypatch):

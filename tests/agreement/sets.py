@@ -55,7 +55,8 @@ def gsm8k_set(n_items: int = 14) -> list[dict]:
         for s, name in enumerate(_gsm8k_styles(gold)):
             right = (i + s) % 3 != 0
             text = _gsm8k_styles(gold if right else wrong)[name]
-            out.append({"id": f"gsm8k/{name}/{i}", "style": name, "gold": gold, "text": text, "expect": right})
+            out.append({"id": f"gsm8k/{name}/{i}", "style": name, "gold": gold, "text": text,
+                        "expect": right})
     return out
 
 
@@ -76,7 +77,7 @@ def _boxed_styles(x: str, w: str) -> dict[str, str]:
         "spaces_inside": f"Answer: \\boxed{{ {x} }}",
         "display_math": f"Hence\n\\[\n\\boxed{{{x}}}\n\\]\nas required.",
         "no_box_answer_is": f"The answer is ${x}$.",
-        "text_then_box_then_text": f"Let $y = 2$. Then \\boxed{{{x}}} is the value of the expression for $y = 2$.",
+        "text_then_box_then_text": f"Let $y = 2$. Then \\boxed{{{x}}} is its value for $y = 2$.",
     }
     if _simple(x):
         styles["boxed_no_braces"] = f"$\\boxed {x}$, since $\\frac{{1}}{{2}} < 1$."
@@ -137,6 +138,7 @@ def code_set() -> list[dict]:
         renamed = full.replace(f"def {ep}(", "def _solve(", 1).replace(f"{ep}(", "_solve(")
         helper = renamed + f"\n\ndef {ep}(*args, **kwargs):\n    return _solve(*args, **kwargs)\n"
         call = f"{ep}(*{json.dumps(p['base_input'][0])})"
+        main = f"\n\nif __name__ == '__main__':\n    print({call})\n"
         samples = {
             ("completion", "continuation"): body,
             ("completion", "continuation_wrong"): _mutate(body),
@@ -144,10 +146,10 @@ def code_set() -> list[dict]:
             ("chat", "fenced_with_imports"): f"Here is the solution:\n```python\n{full}```\nIt runs in O(n).",
             ("chat", "fenced_without_imports"): f"```python\n{bare}```",
             ("chat", "unfenced_without_imports"): bare,
-            ("chat", "prose_around_unfenced"): f"Sure! Here's how:\n\n{full}\n\nThe loop visits each item once.",
-            ("chat", "main_block"): f"```python\n{full}\n\nif __name__ == \"__main__\":\n    print({call})\n```",
+            ("chat", "prose_around_unfenced"): f"Sure! Here's how:\n\n{full}\n\nThe loop visits each item.",
+            ("chat", "main_block"): f"```python\n{full}{main}```",
             ("chat", "failing_example_assert"): f"```python\n{full}\n\nassert {call} == 'not this'\n```",
-            ("chat", "usage_block_first"): f"Usage:\n```python\nprint({call})\n```\nCode:\n```python\n{full}```",
+            ("chat", "usage_block_first"): f"Usage:\n```python\nprint({call})\n```\n```python\n{full}```",
             ("chat", "helper_function"): f"```python\n{helper}```",
             ("chat", "fenced_wrong"): f"```python\n{prompt}{_mutate(body)}```",
         }

@@ -156,7 +156,8 @@ def _budget(phases: list[dict]) -> float:
 
 
 def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plus: bool = True,
-                   workers: int | None = None, cache: bool = True, modes: list[str] | None = None) -> list[dict]:
+                   workers: int | None = None, cache: bool = True,
+                   modes: list[str] | None = None) -> list[dict]:
     """[(task_id, text)] -> [{"base": status, "plus": status | None, "solution", "reason", "error",
     "duration_s", "rechecked", "sandbox", "sandbox_error"}] (statuses "pass"/"fail"/"timeout").
 
@@ -311,7 +312,8 @@ def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> l
 def _mbpp_verdict(o: sandbox.Outcome) -> dict:
     res = o.result if o.status == "ok" and isinstance(o.result, dict) else {}
     status = res.get("status") or ("timeout" if o.status == "timeout" else "fail")
-    v = {"status": status, "passed_tests": res.get("passed", 0), "sandbox": o.status if o.status != "ok" else None,
+    v = {"status": status, "passed_tests": res.get("passed", 0),
+         "sandbox": o.status if o.status != "ok" else None,
          "sandbox_error": _sandbox_error(o, "status" in res), "duration_s": round(o.wall_s, 3),
          "rechecked": False}
     err = res.get("error") if status != "pass" else None

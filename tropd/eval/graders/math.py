@@ -60,7 +60,8 @@ def _boxed_number(content: str) -> str | None:
     frac = _FRAC.match(content)
     if frac and int(frac.group(2)):
         return str(Decimal(frac.group(1)) / Decimal(frac.group(2)))
-    content = re.sub(r"\\text\{[^{}]*\}|\\[,!;: ]|\{,\}|\\\$", lambda m: "," if "," in m.group() else "", content)
+    content = re.sub(r"\\text\{[^{}]*\}|\\[,!;: ]|\{,\}|\\\$",
+                     lambda m: "," if "," in m.group() else "", content)
     nums = _NUMBER.findall(content)
     return _clean(nums[0]) if nums else None
 
