@@ -22,7 +22,9 @@ pytestmark = pytest.mark.skipif(not (benchmarks_root() / "gsm8k").is_dir(), reas
 DELIBERATE = yaml.safe_load((Path(__file__).parent / "agreement" / "DELIBERATE.yaml").read_text())
 
 
-@pytest.mark.parametrize("task", ["gsm8k", "math500", "humaneval", "ifeval"])
+# MBPP+ runs the same grader code as HumanEval+ on another dataset: opt-in, to keep the default run short
+@pytest.mark.parametrize("task", ["gsm8k", "math500", "humaneval", "ifeval",
+                                  pytest.param("mbppplus", marks=pytest.mark.slow)])
 def test_tropd_agrees_with_the_reference_except_listed_conventions(task, tmp_path, monkeypatch):
     from agreement import sets
     from agreement.measure import reference_side, tropd_side
@@ -39,5 +41,5 @@ def test_tropd_agrees_with_the_reference_except_listed_conventions(task, tmp_pat
     if "expect" in items[0]:  # math: the answer each sample states is the one tropd reads
         misread = [it["id"] for it, a in zip(items, ours) if bool(a) != it["expect"]]
         assert not misread, misread[:5]
-    if task == "humaneval":  # the sets hold passes and fails in every field, not one verdict
+    if task in ("humaneval", "mbppplus"):  # the sets hold passes and fails, not one verdict
         assert {"pass", "fail"} <= set(ours)

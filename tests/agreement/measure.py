@@ -1,6 +1,6 @@
 """Score the agreement sets with tropd and with the reference; print the disagreements per task.
 
-    PYTHONPATH=.:tests python tests/agreement/measure.py [gsm8k math500 humaneval ifeval]
+    PYTHONPATH=.:tests python tests/agreement/measure.py [gsm8k math500 humaneval mbppplus ifeval]
 
 Each side runs in its own interpreter (`side tropd TASK` / `side reference TASK` print one verdict
 per item as JSON), so that neither sees what the other set up (NLTK data, patched modules).
@@ -18,13 +18,13 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from agreement import sets  # noqa: E402
 
-DATASET = "humaneval"
+DATASETS = {"humaneval": "humaneval", "mbppplus": "mbpp"}  # code task -> evalplus dataset
 
 
-def code_slice(tmp: Path) -> Path:
-    """The set's HumanEval+ problems as an evalplus file of their own (ground truth in seconds)."""
-    path = tmp / "he_slice.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in sets.code_problems()))
+def code_slice(dataset: str, tmp: Path) -> Path:
+    """The set's problems as an evalplus file of their own (ground truth in seconds)."""
+    path = tmp / f"{dataset}_slice.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in sets.code_problems(dataset)))
     return path
 
 
@@ -34,10 +34,11 @@ def tropd_side(task: str, items: list[dict], tmp: Path) -> list:
     if task in ("gsm8k", "math500"):
         kind = "gsm8k" if task == "gsm8k" else "boxed"
         return [r["correct"] for r in math.grade(kind, [(it["gold"], it["text"]) for it in items])]
-    if task == "humaneval":
-        path = code_slice(tmp)
+    if task in DATASETS:
+        ds = DATASETS[task]
+        path = code_slice(ds, tmp)
         samples = [(it["task_id"], it["text"]) for it in items]
-        res = code.check_evalplus(DATASET, path, samples, plus=False, cache=False,
+        res = code.check_evalplus(ds, path, samples, plus=False, cache=False,
                                   modes=[it["field"] for it in items])
         return [r["base"] for r in res]
     res = ifeval.grade_ifeval([(it["doc"], it["text"]) for it in items])
@@ -49,12 +50,13 @@ def reference_side(task: str, items: list[dict], tmp: Path) -> list:
 
     if task in ("gsm8k", "math500"):
         return [reference.math_verify(it["gold"], it["text"]) for it in items]
-    if task == "humaneval":
+    if task in DATASETS:
         from tropd.eval.graders import code
 
-        path = code_slice(tmp)
-        problems, truth = code.load_problems(DATASET, path), code.ground_truth(DATASET, path)
-        return reference.evalplus_verdicts(DATASET, problems, truth, items)
+        ds = DATASETS[task]
+        path = code_slice(ds, tmp)
+        problems, truth = code.load_problems(ds, path), code.ground_truth(ds, path)
+        return reference.evalplus_verdicts(ds, problems, truth, items)
     return [list(reference.ifeval(it["doc"], it["text"])) for it in items]
 
 

@@ -106,14 +106,22 @@ def boxed_set(n_items: int = 14) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- HumanEval+
 
-CODE_PROBLEMS = ["HumanEval/0", "HumanEval/2", "HumanEval/4", "HumanEval/5", "HumanEval/7", "HumanEval/11",
-                 "HumanEval/12", "HumanEval/13", "HumanEval/22", "HumanEval/28", "HumanEval/29",
-                 "HumanEval/35"]
+CODE_PROBLEMS = {
+    "humaneval": ("humanevalplus/HumanEvalPlus.jsonl.gz",
+                  ["HumanEval/0", "HumanEval/2", "HumanEval/4", "HumanEval/5", "HumanEval/7", "HumanEval/11",
+                   "HumanEval/12", "HumanEval/13", "HumanEval/22", "HumanEval/28", "HumanEval/29",
+                   "HumanEval/35"]),
+    # MBPP+ prompts are docstrings and its canonical solutions whole programs (some with imports)
+    "mbpp": ("mbppplus/MbppPlus.jsonl.gz",
+             ["Mbpp/2", "Mbpp/3", "Mbpp/4", "Mbpp/6", "Mbpp/7", "Mbpp/8", "Mbpp/9", "Mbpp/11", "Mbpp/12",
+              "Mbpp/16", "Mbpp/17", "Mbpp/19"]),
+}
 
 
-def code_problems() -> list[dict]:
-    rows = {r["task_id"]: r for r in _jsonl(benchmarks_root() / "humanevalplus" / "HumanEvalPlus.jsonl.gz")}
-    return [rows[t] for t in CODE_PROBLEMS]
+def code_problems(dataset: str = "humaneval") -> list[dict]:
+    rel, ids = CODE_PROBLEMS[dataset]
+    rows = {r["task_id"]: r for r in _jsonl(benchmarks_root() / rel)}
+    return [rows[t] for t in ids]
 
 
 def _mutate(body: str) -> str:
@@ -128,13 +136,16 @@ def _no_imports(prompt: str) -> str:
     return "\n".join(line for line in prompt.split("\n") if not line.startswith(("from ", "import ")))
 
 
-def code_set() -> list[dict]:
+def code_set(dataset: str = "humaneval") -> list[dict]:
     """Per problem: base-model continuations (`completion`), whole programs (`solution`), and chat
     answers in many shapes (`chat`: what `tropd eval` generates with a chat template)."""
     out = []
-    for p in code_problems():
+    for p in code_problems(dataset):
         tid, prompt, body, ep = p["task_id"], p["prompt"], p["canonical_solution"], p["entry_point"]
-        full, bare = prompt + body, _no_imports(prompt).lstrip("\n") + body
+        if dataset == "humaneval":  # the prompt holds the signature and imports, the solution a body
+            full, bare = prompt + body, _no_imports(prompt).lstrip("\n") + body
+        else:  # the prompt is a docstring, the solution a whole program
+            full, bare = body.lstrip("\n"), _no_imports(body).lstrip("\n")
         renamed = full.replace(f"def {ep}(", "def _solve(", 1).replace(f"{ep}(", "_solve(")
         helper = renamed + f"\n\ndef {ep}(*args, **kwargs):\n    return _solve(*args, **kwargs)\n"
         call = f"{ep}(*{json.dumps(p['base_input'][0])})"
@@ -151,10 +162,10 @@ def code_set() -> list[dict]:
             ("chat", "failing_example_assert"): f"```python\n{full}\n\nassert {call} == 'not this'\n```",
             ("chat", "usage_block_first"): f"Usage:\n```python\nprint({call})\n```\n```python\n{full}```",
             ("chat", "helper_function"): f"```python\n{helper}```",
-            ("chat", "fenced_wrong"): f"```python\n{prompt}{_mutate(body)}```",
+            ("chat", "fenced_wrong"): f"```python\n{_mutate(full)}```",
         }
         for (field, style), text in samples.items():
-            out.append({"id": f"humaneval/{style}/{tid}", "style": style, "task_id": tid, "field": field,
+            out.append({"id": f"{dataset}/{style}/{tid}", "style": style, "task_id": tid, "field": field,
                         "text": text})
     return out
 
@@ -234,4 +245,5 @@ def ifeval_set() -> list[dict]:
     return out
 
 
-SETS = {"gsm8k": gsm8k_set, "math500": boxed_set, "humaneval": code_set, "ifeval": ifeval_set}
+SETS = {"gsm8k": gsm8k_set, "math500": boxed_set, "humaneval": code_set,
+        "mbppplus": lambda: code_set("mbpp"), "ifeval": ifeval_set}
