@@ -87,7 +87,37 @@ def test_eval_code_and_instruct_tasks(profile, tmp_path):
         s = _eval(cfg, models / "student", task, tmp_path / f"{task}.json", "--limit", "3")
         assert s["primary"] == primary and primary in s["metrics"] and s["n_samples"] == 3
         assert s["decoding"]["temperature"] == 0.0
-        assert len(read_jsonl(tmp_path / f"{task}.samples.jsonl")) == 3
+        rows = read_jsonl(tmp_path / f"{task}.samples.jsonl")
+        assert len(rows) == 3
+    # the tiny models continue the prompt: each row keeps the program checked (the prompt is in it)
+    assert all(r["code_mode"] == "continuation" and r["solution"].lstrip().startswith("def ")
+               and "duration_s" in r for r in read_jsonl(tmp_path / "tiny_code.samples.jsonl"))
+
+
+def test_eval_of_a_chat_model_on_humanevalplus_checks_its_sanitized_answer(profile, tmp_path, monkeypatch):
+    """The tiny models have a chat template: a real code task is read as chat answers (evalplus's
+    sanitize, no prompt prepended); two HumanEval+ problems keep the ground truth quick."""
+    import gzip
+
+    from tropd.eval.graders import code
+
+    cfg, models, _ = profile
+    src = benchmarks_root() / "humanevalplus" / "HumanEvalPlus.jsonl.gz"
+    if not src.is_file():
+        pytest.skip("no shared/benchmarks")
+    dst = tmp_path / "bench" / "humanevalplus" / "HumanEvalPlus.jsonl.gz"
+    dst.parent.mkdir(parents=True)
+    with gzip.open(src, "rt") as f, gzip.open(dst, "wt") as g:
+        g.writelines([next(f), next(f)])
+    monkeypatch.setenv("TROPD_BENCHMARKS", str(tmp_path / "bench"))
+    monkeypatch.setenv("TROPD_CACHE", str(tmp_path / "cache"))
+    s = _eval(cfg, models / "student", "humanevalplus", tmp_path / "he.json", "--max-new-tokens", "8")
+    rows = read_jsonl(tmp_path / "he.samples.jsonl")
+    assert s["n_items"] == 2 and [r["code_mode"] for r in rows] == ["chat", "chat"]
+    eps = ["has_close_elements", "separate_paren_groups"]
+    assert [r["solution"] for r in rows] == [code.solution_for("chat", "humaneval", "", r["completion"], ep)
+                                             for r, ep in zip(rows, eps)]
+    assert all(r["base"] == "fail" and r["reason"] in ("error", "wrong") for r in rows)  # random models
 
 
 def test_eval_several_seeds_and_tasks_in_one_process(profile, tmp_path):

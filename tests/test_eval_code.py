@@ -60,9 +60,19 @@ def test_code_extraction():
     chat = "Here:\n```python\nimport math\n\ndef f(x):\n    return x\n```\nand ```\nprint(1)\n```"
     assert code.extract_code(chat, "f").startswith("import math")
     assert code.extract_code("    return 1\n", "f") == "    return 1\n"
-    prompt = 'def f(x):\n    """doc"""\n'
-    assert code.solution(prompt, "    return x\n", "f") == prompt + "    return x\n"
-    assert code.solution(prompt, "```py\ndef f(x):\n    return x\n```", "f").endswith("def f(x):\n    return x\n")
+    prompt = 'from typing import List\n\n\ndef f(x: List[int]):\n    """doc"""\n'
+    body = "    return x\n"
+    # evalplus's conventions: a completion continues the prompt, a solution runs as is, a chat answer
+    # is sanitized (its code, imports and what f reaches; prose, tests and main blocks dropped) and
+    # runs whole, so an answer without the prompt's import keeps none
+    assert code.solution_for("completion", "humaneval", prompt, body, "f") == prompt + body
+    assert code.solution_for("solution", "humaneval", prompt, "x = 1", "f") == "x = 1"
+    answer = "Sure:\n```python\ndef f(x: List[int]):\n    return x\n\nprint(f([1]))\n```\nDone."
+    assert code.solution_for("chat", "humaneval", prompt, answer, "f") == "def f(x: List[int]):\n    return x"
+    # a base model's continuation is cut where evalplus stops generating, then sanitized with the prompt
+    tail = "\n\ndef check():\n    assert 0\n"
+    cont = code.solution_for("continuation", "humaneval", prompt, body + tail, "f")
+    assert cont.startswith("from typing import List") and cont.endswith("return x") and "check" not in cont
 
 
 def _mini_code_task(root: Path) -> Path:
@@ -109,7 +119,7 @@ def test_score_mixes_hostile_and_honest_samples(tmp_path):
     lines += [{"id": "Mini/0", "completion": "    return a + b\n"},
               {"id": "Mini/0", "completion": "    return abs(a) + abs(b)\n"},  # passes base only
               {"id": "Mini/1", "completion": "    return s[::-1]\n"},
-              {"id": "Mini/2", "completion": "```python\ndef half(x):\n    return x * 0.5\n```"}]
+              {"id": "Mini/2", "solution": "def half(x):\n    return x * 0.5\n"}]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "score.json"
@@ -179,7 +189,13 @@ def test_time_limited_verdicts_are_not_cached(tmp_path, monkeypatch):
     assert [r["base"] for r in res] == ["pass", "fail", "fail", "fail"]
     cached = list((tmp_path / "cache" / "verdicts").rglob("*.json"))
     assert len(cached) == 2, cached  # the right and the wrong program, not the two slow ones
-    assert code.check_evalplus("humaneval", path, samples) == res
+    again = code.check_evalplus("humaneval", path, samples)
+    drop = ("duration_s",)  # the verdicts are the same; the time taken is not
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in res]
+    # why each failed: a wrong answer, and a time limit for both loops (the swallowed one included)
+    assert [r["reason"] for r in res] == [None, "wrong", "time_limit", "time_limit"]
+    assert res[2]["rechecked"] and res[3]["rechecked"] and not res[1]["rechecked"]
 
 
 def test_verdict_key_covers_the_checker_versions(monkeypatch):

