@@ -1,7 +1,7 @@
 """Overhead of one harness training step over the raw operations it is made of.
 
 harness step (the body of `tropd.train`'s loop, minus logging and checkpoints):
-    collect("student", HFBackend) -> per micro-batch: teacher_score -> student_forward ->
+    collect(Student(), HFBackend) -> per micro-batch: teacher_score -> student_forward ->
     method.fn -> reduce_loss -> accelerator.backward; then clip_grad_norm_, optimizer and
     scheduler step, zero_grad (accelerate-prepared student / optimizer / scheduler, as train.py).
 raw step, same prompts and the same batch:
