@@ -17,7 +17,7 @@ import torch
 
 from tropd import checkpoint as ckpt
 from tropd import fsdp
-from tropd.catalog import get_method
+from tropd.catalog import Bound
 from tropd.config import RunConfig, code_version, dump_yaml, resolved_hash, run_hash
 from tropd.data import PromptSet, load_prompts
 from tropd.dist import World
@@ -64,15 +64,14 @@ class Run:
         return self.accelerator.device
 
 
-def setup(cfg: RunConfig, out: Path, log) -> Run:
+def setup(cfg: RunConfig, out: Path, log, bound: Bound) -> Run:
     """Checks, accelerator, models, data, rollout backend, schedule; then the run directory, resumed
     from its newest valid checkpoint (a finished run is handled by train_main, before this)."""
     from accelerate import Accelerator
 
     t_start = time.time()
     check_profile_models(cfg)  # before the accelerator: a missing model is one line, not a set-up
-    method = get_method(cfg.method.name)
-    params = method.parse_params(cfg.method.params)
+    method, params = bound.method, bound.params  # parsed once, by tropd.catalog.bind
     set_method(cfg.method.name)
     tc = cfg.train
     if tc.num_threads:  # the job's threads (what Snakemake and SLURM give it), shared by its processes

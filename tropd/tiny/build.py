@@ -37,7 +37,8 @@ from tropd.seeding import derive_seed
 from tropd.tiny import GENERATOR_VERSION
 from tropd.tiny.probe import probe
 from tropd.tiny.sft import sft
-from tropd.tiny.synthetic import Item, generate, held_out_rows, train_rows
+from tropd.tiny.item import Item
+from tropd.tiny.synthetic import generate, held_out_rows, train_rows
 from tropd.tiny.tokenizer import encode_pair, train_tokenizer
 
 STAMP = ".prepare-stamp.json"
