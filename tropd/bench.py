@@ -4,6 +4,7 @@
     tropd bench --out /tmp/b --quick           # small sizes, seconds (tests)
     tropd bench --backends MODEL_DIR --out results/bench/gpu   # vLLM vs HF rollout tokens/s (GPU)
     tropd bench --gpu --out results/bench/gpu  # training loop, paper-deepseek shapes (tropd.benchlib.gpu)
+    tropd bench --peers --out results/bench    # tropd against TRL, same work (tropd.benchlib.peers)
 
 Writes OUT/summary.json and OUT/summary.md (atomically) with:
 - loss_memory_ratio   : peak memory of the chunked TrOPD loss path / naive full-vocabulary path
@@ -97,6 +98,8 @@ def bench_main(args) -> int:
         from tropd.benchlib import gpu
 
         return gpu.main(args)
+    if args.peers:
+        return peers_main(args)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     t_start = time.time()
@@ -173,4 +176,42 @@ def backends_main(args) -> int:
     for name, b in res["backends"].items():
         print(f"{name:5s} {b['tok_s']:10.0f} tokens/s ({b['tokens']:.0f} tokens in {b['median_s']:.2f} s)")
     print(f"vllm / hf: {res['vllm_over_hf']:.2f} -> {out / 'backends.md'}")
+    return 0
+
+
+def peers_main(args) -> int:
+    """tropd against TRL (tropd.benchlib.peers): OUT/peers.{md,json}, and the ratios into OUT/summary.json
+    (peer_<pair>_step_ratio, peer_<pair>_mem_ratio: tropd / TRL) beside what is there."""
+    import importlib.util
+    import json
+
+    from tropd.benchlib import peers
+    from tropd.errors import UserError
+
+    if importlib.util.find_spec("trl") is None:
+        raise UserError("tropd bench --peers needs TRL: pip install -e '.[peers]'")
+    pairs = [x for x in args.peer_pairs.split(",") if x]
+    unknown = sorted(set(pairs) - set(peers.PAIRS))
+    if unknown or min(args.peer_steps, args.peer_repeats, args.threads) < 1:
+        raise UserError(f"--peer-pairs {unknown} unknown (known: {', '.join(peers.PAIRS)})" if unknown else
+                        "--peer-steps, --peer-repeats and --threads must be >= 1")
+    from tropd.config import load_config
+
+    load_config(args.profile)  # a bad profile is one line, before any run
+    out = Path(args.out)
+    work = peers.Work(args.profile, steps=args.peer_steps, threads=args.threads)
+    info = machine()
+    _log(f"peers: {', '.join(pairs)} on {args.profile}, {work.steps} steps, {args.peer_repeats} runs a side")
+    agreement = peers.gkd_loss_agreement(work) if "gkd" in pairs else None
+    res = peers.run(work, pairs, args.peer_repeats, _log)
+    res.update(machine=info, gkd_loss_agreement=agreement, loadavg_end=loadavg())
+    atomic_write_json(out / "peers.json", res)
+    atomic_write_text(out / "peers.md", peers.markdown(res, info, agreement))
+    summary = out / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        for pair, p in res["pairs"].items():
+            s[f"peer_{pair}_step_ratio"], s[f"peer_{pair}_mem_ratio"] = p["step_ratio"], p["mem_ratio"]
+        atomic_write_json(summary, s)
+    print((out / "peers.md").read_text())
     return 0
