@@ -16,7 +16,7 @@ from tropd.config import REPO_ROOT, ConfigError, load_config
 from tropd.methods.guidance import max_prefix_len, sample_prefix_len
 from tropd.catalog import all_methods, bind, get_method
 from tropd.registry import StepContext, TokenStats
-from tropd.seeding import row_seeds
+from tropd.infra.seeding import row_seeds
 
 DT = torch.float64
 TINY = REPO_ROOT / "configs" / "tiny.yaml"

@@ -61,7 +61,7 @@ def aggregate_main(args) -> int:
 
 def _paired_reports(cfg, res, out: Path, provenance: str) -> list[Path]:
     """The "vs OPD" table and claims.md of a one-level profile (tropd.report.claims)."""
-    from tropd.io import atomic_write_text
+    from tropd.infra.io import atomic_write_text
     from tropd.report.claims import claims_markdown, vs_opd_frame, vs_opd_markdown
     from tropd.report.study import Study, level_from_results, measured_mismatch
 

@@ -32,7 +32,7 @@ import torch
 from tropd.benchlib import evalspeed, memory, rollout, step
 from tropd.benchlib.common import loadavg, machine
 from tropd.benchlib.report import GOALS, render_markdown
-from tropd.io import atomic_write_json, atomic_write_text
+from tropd.infra.io import atomic_write_json, atomic_write_text
 
 FULL = {
     "memory": {"T": 4096, "V": 49152, "D": 64, "K": 64, "chunk": 256}, "teacher_memory": True,

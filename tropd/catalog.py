@@ -62,7 +62,7 @@ def bind(cfg: RunConfig) -> Bound:
     w = cfg.workflow
     if w.train_parallel == "fsdp" and w.gpus_per_train > 1:  # what tropd train would refuse on the GPUs
         from tropd.errors import UserError
-        from tropd.fsdp import check_request
+        from tropd.infra.fsdp import check_request
 
         try:
             check_request(w.gpus_per_train, cfg.train.prompts_per_step, method.schedule.multi_stage)

@@ -179,7 +179,7 @@ class WorkflowConfig:
     gpus_per_train: int = 0
     # How a train job with gpus_per_train > 1 uses them (configs/accelerate/<this>.yaml): ddp, a
     # replica of the student per GPU; fsdp, the student's parameters, gradients and optimizer state
-    # sharded over the GPUs (tropd/fsdp.py), for students that do not fit one GPU with their teacher.
+    # sharded over the GPUs (tropd/infra/fsdp.py), for students that do not fit one GPU with their teacher.
     train_parallel: Literal["ddp", "fsdp"] = "ddp"
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes

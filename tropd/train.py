@@ -10,7 +10,7 @@ resumes from its newest valid checkpoint; on a finished DIR it exits at once. A 
 (non-finite loss or gradient, or a sampled reverse KL past `train.divergence_rkl`) stops cleanly and
 is recorded as `diverged` with its step: a result, not a crash. Under `accelerate launch` (or
 torchrun) with N processes, each takes 1/N of every step's prompts and the gradients are summed
-(tropd.dist): the same update as one process.
+(tropd.infra.dist): the same update as one process.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from tropd.catalog import Bound, bind
 from tropd.config import RunConfig, load_config, resolved_hash, run_hash
 from tropd.errors import UserError
-from tropd.faults import fault_point, poison
+from tropd.infra.faults import fault_point, poison
 from tropd.reduce import masked_mean, reduce_loss, step_count
 from tropd.registry import StepContext, TokenStats
 from tropd.rollout import RolloutBatch, collect

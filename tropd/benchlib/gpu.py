@@ -523,7 +523,7 @@ def main(args) -> int:
     from dataclasses import replace
 
     from tropd.errors import UserError
-    from tropd.io import atomic_write_json, atomic_write_text
+    from tropd.infra.io import atomic_write_json, atomic_write_text
 
     shape = QUICK if args.quick else GPUBenchShape()
     if args.steps is not None:

@@ -77,7 +77,7 @@ def _config(work: Work, pair: str):
 def _prompts_in_order(cfg) -> list[dict]:
     """The rows tropd trains on, in its order, each once per rollout: what TRL's dataset holds."""
     from tropd.data import load_prompts, train_file
-    from tropd.io import read_jsonl
+    from tropd.infra.io import read_jsonl
     from tropd.models import load_tokenizer
 
     rows = read_jsonl(train_file(cfg))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tropd.errors import UserError
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 
 REFERENCES = ("teacher", "student")
 

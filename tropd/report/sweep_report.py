@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tropd.config import RunConfig  # noqa: E402
-from tropd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from tropd.infra.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from tropd.report.claims import (  # noqa: E402
     arm_label, claims_markdown, pairs, pooled, slope_vs_mismatch, vs_opd_frame, vs_opd_markdown,
 )

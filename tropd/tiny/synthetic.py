@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from tropd.errors import ConfigError
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 from tropd.tiny import code_task, instruct_task, math_task
 from tropd.tiny.item import Item
 
