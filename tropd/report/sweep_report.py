@@ -22,7 +22,6 @@ Writes under <out> (default paths.results):
 """
 from __future__ import annotations
 
-import gzip
 import io
 import shutil
 from pathlib import Path
@@ -39,7 +38,7 @@ from tropd.infra.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from tropd.report.claims import (  # noqa: E402
     arm_label, claims_markdown, pairs, pooled, slope_vs_mismatch, vs_opd_frame, vs_opd_markdown,
 )
-from tropd.report.collect import load_results  # noqa: E402
+from tropd.report.collect import load_results, write_audit  # noqa: E402
 from tropd.report.paired import paired, verdict  # noqa: E402
 from tropd.report.stats import over_seeds  # noqa: E402
 from tropd.report.study import Study, level_from_results, measured_mismatch  # noqa: E402
@@ -63,28 +62,8 @@ def load_study(cfg: RunConfig, out: Path) -> Study:
         res = load_results(results / f"m{name}", [a.name for a in level_arms], cfg.workflow.seeds, cfg.eval.tasks)
         levels.append(level_from_results(res, name, x, measured_mismatch(probe),
                                          [(a.name, a.method, a.lr_scale) for a in level_arms], cfg.train.steps))
-        _audit(res, results / f"m{name}", out / "audit" / f"m{name}")
+        write_audit(res, out / "audit" / f"m{name}")
     return Study(cfg.profile, list(cfg.eval.tasks), list(cfg.workflow.seeds), levels)
-
-
-def _audit(res, level_dir: Path, dest: Path) -> None:
-    """Each run's per-step metrics (gzip), resolved config, summary and eval summaries."""
-    for (arm, seed), run in res.runs.items():
-        d = dest / arm / f"seed{seed}"
-        d.mkdir(parents=True, exist_ok=True)
-        for name in ("config.resolved.yaml", "summary.json"):
-            if (run.path / name).is_file():
-                shutil.copyfile(run.path / name, d / name)
-        src = run.path / "metrics.jsonl"
-        if src.is_file():
-            buf = io.BytesIO()
-            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
-                f.write(src.read_bytes())
-            atomic_write_bytes(d / "metrics.jsonl.gz", buf.getvalue())
-    for (row, seed, task), e in res.evals.items():
-        d = dest / row / f"seed{seed}" / "evals"
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(e.path, d / f"{task}.json")
 
 
 def per_seed_frame(study: Study) -> pd.DataFrame:
