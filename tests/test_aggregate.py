@@ -395,3 +395,9 @@ def test_aggregate_writes_the_vs_opd_table_and_claims(tmp_path):
     claims = (tmp_path / "results" / "claims.md").read_text()
     assert "| (a) TrOPD beats OPD" in claims and "**supported**" in claims.split("\n## ")[0]
     assert "Not tested by this profile" in claims  # (c) needs several levels or learning rates
+    audit = tmp_path / "results" / "audit" / "tropd" / "seed1"  # every run auditable without retraining
+    import gzip
+
+    src = tmp_path / "results" / "runs" / "tropd" / "seed1" / "metrics.jsonl"
+    assert gzip.decompress((audit / "metrics.jsonl.gz").read_bytes()) == src.read_bytes()
+    assert (audit / "evals").is_dir() and any((audit / "evals").iterdir())

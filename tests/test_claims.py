@@ -195,5 +195,8 @@ def test_aggregate_of_a_synthetic_sweep_writes_every_output(tmp_path):
         assert (out / f).is_file(), f
     m = out / "audit" / "m0.8" / "tropd_g_fixed" / "seed1" / "metrics.jsonl.gz"
     assert len(gzip.decompress(m.read_bytes()).decode().splitlines()) == 4
+    tuning = (out / "tables" / "tuning.md").read_text()  # OPD at the lowest level, each lr against x1
+    assert "Level 0.2 (measured mismatch 10.0%)" in tuning
+    assert "(x2.5) |" in tuning and "+15.0 [+15.0, +15.0] | 3 |" in tuning, tuning
     claims_text = (out / "claims.md").read_text()
     assert "measured 10.0%" in claims_text and "## (c)" in claims_text

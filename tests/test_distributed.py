@@ -1,12 +1,12 @@
 """Data-parallel training for real: two CPU processes (torchrun, gloo) against one process.
 
 Each process takes half of every step's prompts, the loss is normalised by the step's global token
-count and the gradients are summed (tropd.dist), so two processes must give the one-process run:
+count and the gradients are summed (tropd.infra.dist), so two processes must give the one-process run:
 the same rollouts (same lengths, same sampled reverse KL), the same loss and gradient norm at every
 step, and the same weights up to float rounding of the gradient sum (measured: max abs difference
 1.2e-7 after 6 TrOPD steps). Only the main process writes the run directory.
 
-FSDP (tropd/fsdp.py), launched the way the workflow launches it (`accelerate launch --config_file
+FSDP (tropd/infra/fsdp.py), launched the way the workflow launches it (`accelerate launch --config_file
 configs/accelerate/fsdp.yaml`): the same comparison, with half the student's parameters on each
 process, plus resumption bit for bit and across process counts (the checkpoints are full state
 dicts in the one-process format).
@@ -145,7 +145,7 @@ def test_fsdp_refuses_uneven_prompts_before_writing(tiny_profile, tmp_path):
 ])
 def test_fsdp_launcher_settings_it_does_not_do_are_refused(monkeypatch, var, value, message):
     from tropd.errors import UserError
-    from tropd.fsdp import check_environment
+    from tropd.infra.fsdp import check_environment
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv(var, value)
@@ -181,7 +181,7 @@ def test_more_processes_than_prompts_is_refused(tiny_profile, tmp_path):
 
 def test_fsdp_refuses_erpd_two_stages():
     from tropd.errors import UserError
-    from tropd.fsdp import check_request
+    from tropd.infra.fsdp import check_request
 
     with pytest.raises(UserError, match="stage1_frac"):
         check_request(2, 4, two_stage=True)

@@ -14,7 +14,7 @@ from conftest import build_profile
 from tropd.cli import main
 from tropd.eval.tasks import benchmarks_root
 from tropd.evaluate import samples_path
-from tropd.io import atomic_write_jsonl, read_jsonl
+from tropd.infra.io import atomic_write_jsonl, read_jsonl
 from tropd.tiny.synthetic import generate, held_out_rows
 
 KEYS = {"task", "domain", "model", "n_items", "n_samples", "primary", "metrics", "decoding", "config_hash",

@@ -11,7 +11,7 @@ from tropd.cli import main
 from tropd.eval.graders import code
 from tropd.eval.tasks import get_task
 from tropd.evaluate import code_mode
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 
 FENCED = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nIt adds."
 

@@ -14,9 +14,9 @@ import torch
 from tropd.rollout.blend import blend_logprobs, trb_eps
 from tropd.config import REPO_ROOT, ConfigError, load_config
 from tropd.methods.guidance import max_prefix_len, sample_prefix_len
-from tropd.catalog import all_methods, get_method
+from tropd.catalog import all_methods, bind, get_method
 from tropd.registry import StepContext, TokenStats
-from tropd.seeding import row_seeds
+from tropd.infra.seeding import row_seeds
 
 DT = torch.float64
 TINY = REPO_ROOT / "configs" / "tiny.yaml"
@@ -362,7 +362,7 @@ def test_registered_methods_are_listed_by_the_cli(capsys):
 ])
 def test_bad_params_name_their_key(preset, key, value):
     with pytest.raises(ConfigError, match=rf"method\.params\.{key}"):
-        load_config(TINY, method=preset, overrides=[f"method.params.{key}={value}"])
+        bind(load_config(TINY, method=preset, overrides=[f"method.params.{key}={value}"]))
 
 
 def test_declared_behaviour_schedule_and_scores():

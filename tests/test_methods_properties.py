@@ -25,7 +25,7 @@ from tropd.config import REPO_ROOT, load_config
 from tropd.reduce import reduce_loss, step_denominator
 from tropd.catalog import all_methods, get_method
 from tropd.registry import StepContext, TokenStats
-from tropd.seeding import row_seeds
+from tropd.infra.seeding import row_seeds
 
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "configs" / "methods").glob("*.yaml"))
 TOTAL_STEPS = 10

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tropd.catalog import bind
 from tropd.config import REPO_ROOT, load_config
 
 # methods.md 5.3: "200 steps, constant LR 5e-6. Top-k = 64 for every FKL-based method. beta = 0.001 for
@@ -76,7 +77,8 @@ def test_every_method_keeps_the_paper_settings(profile):
     methods = load_config(path(profile)).workflow.methods
     assert "opd" in methods and "tropd" in methods
     for name in methods:
-        cfg = load_config(path(profile), method=name)  # the preset exists and its params parse
+        cfg = load_config(path(profile), method=name)  # the preset exists
+        bind(cfg)  # and its params parse
         for key, want in PAPER.items():
             assert get(cfg, key) == want, f"preset {name} changes {key}"
         from tropd.catalog import get_method
@@ -254,12 +256,12 @@ def test_train_jobs_launch_the_chosen_accelerate_config(parallel, tmp_path):
     ("opd", ["workflow.gpus_per_train=3"], "train.prompts_per_step=128 does not split evenly over 3"),
 ])
 def test_fsdp_plans_refuse_what_tropd_train_would(method, overrides, message):
-    """Caught when the config loads (and so when Snakemake plans), not on the GPUs."""
+    """Caught when the method is bound (and so when Snakemake plans), not on the GPUs."""
     from tropd.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        load_config(path("paper-deepseek"), method=method, overrides=["workflow.train_parallel=fsdp", *overrides])
-    load_config(path("paper-deepseek"), method=method, overrides=overrides)  # ddp: fine
+        bind(load_config(path("paper-deepseek"), method=method, overrides=["workflow.train_parallel=fsdp", *overrides]))
+    bind(load_config(path("paper-deepseek"), method=method, overrides=overrides))  # ddp: fine
 
 
 def test_workflow_refuses_an_fsdp_plan_with_erpd(tmp_path):

@@ -107,7 +107,7 @@ def test_code_rows_pass_evalplus_own_checker(items, tmp_path):
     import subprocess
     import sys
 
-    from tropd.io import atomic_write_jsonl
+    from tropd.infra.io import atomic_write_jsonl
 
     atomic_write_jsonl(tmp_path / "code.jsonl", held_out_rows("code", items["code"][1][:8]))
     script = """

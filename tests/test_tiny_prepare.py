@@ -11,7 +11,7 @@ import torch
 
 from tropd.cli import main
 from tropd.config import REPO_ROOT, ModelSpec, load_config
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 from tropd.models import format_prompt, load_model, load_tokenizer
 
 TINY = str(REPO_ROOT / "configs" / "tiny.yaml")

@@ -18,7 +18,7 @@ import yaml
 
 from tropd.eval.graders import code
 from tropd.eval.tasks import benchmarks_root
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 
 HEP = benchmarks_root() / "humanevalplus" / "HumanEvalPlus.jsonl.gz"
 pytestmark = pytest.mark.skipif(not HEP.is_file(), reason="no shared/benchmarks")

@@ -365,7 +365,7 @@ def vllm_eval_profile(tmp_path):
     import yaml
     from conftest import build_profile
 
-    from tropd.io import atomic_write_jsonl
+    from tropd.infra.io import atomic_write_jsonl
     from tropd.tiny.synthetic import generate, held_out_rows
 
     cfg = build_profile(tmp_path)
@@ -384,9 +384,9 @@ def test_eval_decodes_with_one_vllm_engine_and_a_seed_per_sample(fake_vllm, vllm
     from tropd.config import load_config
     from tropd.eval.generate import encode_prompts
     from tropd.eval.tasks import get_task, load_items
-    from tropd.io import read_jsonl
+    from tropd.infra.io import read_jsonl
     from tropd.models import load_tokenizer
-    from tropd.seeding import derive_seed
+    from tropd.infra.seeding import derive_seed
 
     cfg = load_config(vllm_eval_profile)
     model = cfg.resolve(cfg.student.path)
@@ -426,7 +426,7 @@ def test_eval_shuts_an_engine_down_before_the_hf_model_or_the_next_model(fake_vl
     """The engine holds most of the GPU and dropping it does not free it: MMLU's HF model and the
     next seed's model come after an explicit shutdown of its engine core, and no reference to it
     is left for the clean-up to miss."""
-    import tropd.vllm_engine
+    import tropd.infra.vllm_engine
 
     from tropd.config import load_config
     from tropd.evaluate import _Model
@@ -434,7 +434,7 @@ def test_eval_shuts_an_engine_down_before_the_hf_model_or_the_next_model(fake_vl
     cfg = load_config(vllm_eval_profile)
     m = _Model(cfg, str(cfg.resolve(cfg.student.path)), [["1+1?"]], 4)
     held = []  # what the model still holds each time the GPU is cleaned up
-    monkeypatch.setattr(tropd.vllm_engine, "release_gpu", lambda: held.append((m._llm, m._hf)))
+    monkeypatch.setattr(tropd.infra.vllm_engine, "release_gpu", lambda: held.append((m._llm, m._hf)))
     first = m.llm
     assert m.hf is not None and first.events == ["shutdown"] and m._llm is None
     second = m.llm
@@ -529,7 +529,7 @@ def test_vllm_end_to_end_on_gpu(tmp_path):
                      max_new_tokens=8, temperature=1.0, top_p=1.0, pad_id=PAD)
     assert guided.from_teacher_BT[guided.response_mask_BT].all()
     assert b.engines["teacher"] is not b.engines["student"]
-    from tropd.vllm_engine import shutdown
+    from tropd.infra.vllm_engine import shutdown
 
     for e in b.engines.values():
         shutdown(e)
@@ -548,7 +548,7 @@ def test_vllm_eval_decoding_on_gpu(tmp_path):
 
     from tropd.eval.generate import generate
     from tropd.eval.vllm_generate import engine_args, generate_vllm, make_engine
-    from tropd.vllm_engine import release_gpu, shutdown
+    from tropd.infra.vllm_engine import release_gpu, shutdown
 
     tok = make_tokenizer(tmp_path / "m")
     m = build_llama(len(tok), 128, 2, heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0, seed=3,
@@ -586,7 +586,7 @@ def test_vllm_padded_teacher_samples_only_shared_ids_on_gpu(tmp_path):
 
     from tropd.rollout.vllm import VLLMBackend
     from tropd.scoring import teacher_score
-    from tropd.vllm_engine import shutdown
+    from tropd.infra.vllm_engine import shutdown
 
     models = []
     for name, hidden, seed in (("student", 128, 2), ("teacher", 256, 1)):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tropd.config import load_config
-from tropd.report.collect import load_results
+from tropd.report.collect import load_results, write_audit
 from tropd.report.plots import benchmark_bars, training_curves
 from tropd.report.provenance import provenance_line
 from tropd.report.render import write_table
@@ -47,6 +47,7 @@ def aggregate(config: str | Path, out: str | Path | None = None, overrides: list
     benchmark_bars(res, out / "plots" / "benchmarks.png")
     training_curves(res, out / "plots" / "training_curves.png")
     written += _paired_reports(cfg, res, out, tables[0][0].provenance)
+    write_audit(res, out / "audit")  # per-run metrics, resolved configs, eval summaries
 
     # Snakemake runs jobs in its working directory and the rules log to logs/<profile>/ there
     stages = write_stages(Path("logs") / cfg.profile / "benchmarks", out / "tables" / "stages.md")
@@ -61,7 +62,7 @@ def aggregate_main(args) -> int:
 
 def _paired_reports(cfg, res, out: Path, provenance: str) -> list[Path]:
     """The "vs OPD" table and claims.md of a one-level profile (tropd.report.claims)."""
-    from tropd.io import atomic_write_text
+    from tropd.infra.io import atomic_write_text
     from tropd.report.claims import claims_markdown, vs_opd_frame, vs_opd_markdown
     from tropd.report.study import Study, level_from_results, measured_mismatch
 

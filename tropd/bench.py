@@ -4,6 +4,8 @@
     tropd bench --out /tmp/b --quick           # small sizes, seconds (tests)
     tropd bench --backends MODEL_DIR --out results/bench/gpu   # vLLM vs HF rollout tokens/s (GPU)
     tropd bench --gpu --out results/bench/gpu  # training loop, paper-deepseek shapes (tropd.benchlib.gpu)
+    tropd bench --peers --out results/bench    # tropd against TRL, same work (tropd.benchlib.peers)
+    tropd bench --roofline --out results/bench # step phases against the CPU's ceiling (benchlib.roofline)
 
 Writes OUT/summary.json and OUT/summary.md (atomically) with:
 - loss_memory_ratio   : peak memory of the chunked TrOPD loss path / naive full-vocabulary path
@@ -30,7 +32,7 @@ import torch
 from tropd.benchlib import evalspeed, memory, rollout, step
 from tropd.benchlib.common import loadavg, machine
 from tropd.benchlib.report import GOALS, render_markdown
-from tropd.io import atomic_write_json, atomic_write_text
+from tropd.infra.io import atomic_write_json, atomic_write_text
 
 FULL = {
     "memory": {"T": 4096, "V": 49152, "D": 64, "K": 64, "chunk": 256}, "teacher_memory": True,
@@ -97,6 +99,10 @@ def bench_main(args) -> int:
         from tropd.benchlib import gpu
 
         return gpu.main(args)
+    if args.peers:
+        return peers_main(args)
+    if args.roofline:
+        return roofline_main(args)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     t_start = time.time()
@@ -174,3 +180,76 @@ def backends_main(args) -> int:
         print(f"{name:5s} {b['tok_s']:10.0f} tokens/s ({b['tokens']:.0f} tokens in {b['median_s']:.2f} s)")
     print(f"vllm / hf: {res['vllm_over_hf']:.2f} -> {out / 'backends.md'}")
     return 0
+
+
+def peers_main(args) -> int:
+    """tropd against TRL (tropd.benchlib.peers): OUT/peers.{md,json}, and the ratios into OUT/summary.json
+    (peer_<pair>_step_ratio, peer_<pair>_mem_ratio: tropd / TRL) beside what is there."""
+    import importlib.util
+    import json
+
+    from tropd.benchlib import peers
+    from tropd.errors import UserError
+
+    if importlib.util.find_spec("trl") is None:
+        raise UserError("tropd bench --peers needs TRL: pip install -e '.[peers]'")
+    pairs = [x for x in args.peer_pairs.split(",") if x]
+    unknown = sorted(set(pairs) - set(peers.PAIRS))
+    if unknown or min(args.peer_steps, args.peer_repeats, args.threads) < 1:
+        raise UserError(f"--peer-pairs {unknown} unknown (known: {', '.join(peers.PAIRS)})" if unknown else
+                        "--peer-steps, --peer-repeats and --threads must be >= 1")
+    from tropd.config import load_config
+
+    load_config(args.profile, overrides=args.overrides)  # a bad profile is one line, before any run
+    out = Path(args.out)
+    work = peers.Work(args.profile, steps=args.peer_steps, threads=args.threads, overrides=tuple(args.overrides))
+    info = machine()
+    _log(f"peers: {', '.join(pairs)} on {args.profile}, {work.steps} steps, {args.peer_repeats} runs a side")
+    agreement = peers.gkd_loss_agreement(work) if "gkd" in pairs else None
+    res = peers.run(work, pairs, args.peer_repeats, _log)
+    res.update(machine=info, gkd_loss_agreement=agreement, loadavg_end=loadavg())
+    atomic_write_json(out / "peers.json", res)
+    atomic_write_text(out / "peers.md", peers.markdown(res, info, agreement))
+    _merge_summary(out, {k: v for pair, p in res["pairs"].items() for k, v in (
+        (f"peer_{pair}_step_ratio", p["step_ratio"]), (f"peer_{pair}_mem_ratio", p["mem_ratio"]))})
+    print((out / "peers.md").read_text())
+    return 0
+
+
+def roofline_main(args) -> int:
+    """OUT/roofline.{md,json,png}: the profile's step phases against this CPU's ceiling; the fractions
+    into OUT/summary.json as roofline_<profile>_<phase>_fraction. Results of other profiles already in
+    OUT/roofline.json are kept beside the new one."""
+    import json
+
+    from tropd.benchlib import roofline
+    from tropd.config import load_config
+    from tropd.errors import UserError
+
+    if min(args.roofline_steps, args.threads) < 1:
+        raise UserError("--roofline-steps and --threads must be >= 1")
+    load_config(args.profile, overrides=args.overrides)  # a bad profile is one line, before any run
+    out = Path(args.out)
+    info = machine()
+    res = roofline.run(args.profile, args.roofline_steps, args.threads, args.overrides, log=_log)
+    res["machine"] = info
+    path = out / "roofline.json"
+    kept = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["profile"] != res["profile"]]
+    results = [*kept, res]
+    atomic_write_json(path, results)
+    full = [r for r in results if "machine_peak_tflops" in r]
+    atomic_write_text(out / "roofline.md", roofline.markdown(full, info))
+    roofline.plot(full, out / "roofline.png")
+    _merge_summary(out, {f"roofline_{res['profile']}_{k}_fraction": v["fraction_of_machine"]
+                         for k, v in res["phases"].items() if k != "optimizer"})
+    print((out / "roofline.md").read_text())
+    return 0
+
+
+def _merge_summary(out: Path, keys: dict) -> None:
+    """New keys into OUT/summary.json (made by `tropd bench`), the rest as it is; nothing without one."""
+    import json
+
+    summary = out / "summary.json"
+    if summary.is_file():
+        atomic_write_json(summary, {**json.loads(summary.read_text()), **keys})

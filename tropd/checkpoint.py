@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tropd.io import reraise_io
+from tropd.infra.io import reraise_io
 
 MANIFEST = "manifest.json"
 
@@ -63,7 +63,7 @@ def _write(tmp: Path, step: int, weights: dict, optim_state: dict, scheduler, ex
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "tied": tied, **extra}, indent=2))
-    from tropd.faults import fault_point
+    from tropd.infra.faults import fault_point
 
     fault_point("checkpoint-write", step)  # a kill here leaves only the hidden temp folder
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
@@ -125,7 +125,7 @@ def load(path: Path, model, optimizer, scheduler, put=None) -> dict:
     """Restore model, optimizer, scheduler and RNG states; returns state.json.
 
     `put(weights, optimizer_state)` loads the two state dicts (default: `load_state_dict` on each;
-    an FSDP student gets tropd.fsdp.load_states)."""
+    an FSDP student gets tropd.infra.fsdp.load_states)."""
     state = json.loads((path / "state.json").read_text())
     weights = load_file(path / "model.safetensors")
     for name, src in state.get("tied", {}).items():

@@ -73,6 +73,18 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: the training loop at paper-deepseek shapes on one GPU (tropd.benchlib.gpu)")
     p.add_argument("--steps", type=int, default=None, help="--gpu: training steps (default 3; 0 warms up)")
     p.add_argument("--parts", default=None, help="--gpu: a subset of matmul,loss,decode,train (default all)")
+    p.add_argument("--peers", action="store_true",
+                   help="instead: tropd against TRL on the same work (pip install -e '.[peers]'; tropd.benchlib.peers)")
+    p.add_argument("--roofline", action="store_true",
+                   help="instead: each phase of a training step against this CPU's matmul ceiling (tropd.benchlib.roofline)")
+    p.add_argument("--roofline-steps", type=int, default=6, help="--roofline: training steps")
+    p.add_argument("--profile", default="configs/tiny.yaml",
+                   help="--peers / --roofline: the profile whose models and data are used")
+    p.add_argument("--peer-steps", type=int, default=8, help="--peers: training steps a run")
+    p.add_argument("--peer-repeats", type=int, default=3, help="--peers: runs a side, alternating order")
+    p.add_argument("--peer-pairs", default="opd,gkd", help="--peers: a subset of opd,gkd")
+    p.add_argument("--threads", type=int, default=1, help="--peers / --roofline: torch threads (of each side)")
+    p.add_argument("overrides", nargs="*", help="--peers / --roofline: key=value on the profile")
     p.add_argument("--rows", type=int, default=256, help="--backends: sequences per rollout")
     p.add_argument("--max-new", type=int, default=1024, help="--backends: new tokens per sequence")
     p.add_argument("--repeats", type=int, default=3, help="--backends: timed rounds")

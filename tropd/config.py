@@ -179,7 +179,7 @@ class WorkflowConfig:
     gpus_per_train: int = 0
     # How a train job with gpus_per_train > 1 uses them (configs/accelerate/<this>.yaml): ddp, a
     # replica of the student per GPU; fsdp, the student's parameters, gradients and optimizer state
-    # sharded over the GPUs (tropd/fsdp.py), for students that do not fit one GPU with their teacher.
+    # sharded over the GPUs (tropd/infra/fsdp.py), for students that do not fit one GPU with their teacher.
     train_parallel: Literal["ddp", "fsdp"] = "ddp"
     mem_mb_train: int = 4000
     runtime_train: int = 30  # minutes
@@ -389,26 +389,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"prepare.mismatch: must be in [0, 1], got {cfg.prepare.mismatch}")
     if cfg.eval.k > 1 and cfg.eval.temperature == 0:
         raise ConfigError("eval.k: k > 1 samples need eval.temperature > 0")
-    # Method parameters are checked against the method's own dataclass.
-    from tropd.catalog import get_method
-
-    method = get_method(cfg.method.name)
-    params = method.parse_params(cfg.method.params)
-    from tropd.rollout.policies import Blend
-
-    if t.backend == "vllm" and isinstance(method.behaviour(params), Blend):
-        raise ConfigError(f"train.backend: vllm cannot sample {cfg.method.name}'s token-by-token "
-                          "teacher/student blend; use train.backend: hf for it")
-    w = cfg.workflow
-    if w.train_parallel == "fsdp" and w.gpus_per_train > 1:  # what tropd train would refuse on the GPUs
-        from tropd.errors import UserError
-        from tropd.fsdp import check_request
-
-        try:
-            check_request(w.gpus_per_train, t.prompts_per_step, method.schedule.multi_stage)
-        except UserError as e:
-            raise ConfigError(f"workflow.train_parallel=fsdp with {w.gpus_per_train} GPUs, method "
-                              f"{cfg.method.name}: {e}") from None
+    # What needs the method (its parameters, its policy against the backend) is checked where the
+    # method is known: tropd.catalog.bind, which every entry point that trains calls.
 
 
 def to_dict(cfg: Any) -> dict:

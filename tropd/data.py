@@ -11,9 +11,9 @@ import torch
 
 from tropd.config import RunConfig
 from tropd.errors import UserError
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 from tropd.models import format_prompt
-from tropd.seeding import generator
+from tropd.infra.seeding import generator
 
 
 class _Lazy:

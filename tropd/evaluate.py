@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tropd.config import REPO_ROOT, ModelSpec, RunConfig, code_version, config_hash, load_config
 from tropd.errors import UserError
-from tropd.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from tropd.infra.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 
 def samples_path(out: str | Path) -> Path:
@@ -202,7 +202,7 @@ class _Model:
     def close(self) -> None:
         """Free the GPU for the other part, or for the next model (a per_method job evaluates one
         model per seed)."""
-        from tropd.vllm_engine import release_gpu, shutdown
+        from tropd.infra.vllm_engine import release_gpu, shutdown
 
         llm, self._hf, self._llm = self._llm, None, None
         if llm is not None:

@@ -19,7 +19,7 @@ import torch
 from tropd.config import RunConfig, config_hash, load_config
 from tropd.data import load_prompts
 from tropd.errors import UserError
-from tropd.io import atomic_write_json
+from tropd.infra.io import atomic_write_json
 from tropd.models import check_profile_models, load_model, load_tokenizer, output_rows, shared_vocab
 from tropd.rollout import collect, make_backend
 from tropd.rollout.policies import Student

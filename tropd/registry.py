@@ -95,7 +95,7 @@ class OneStage:
     A schedule of several stages subclasses this (baselines/erpd.py) and is built by the loop as
     `schedule(params, steps, out, student, world)`; the loop calls its hooks at fixed points of a step."""
 
-    multi_stage = False  # several stages keep state across steps (tropd.fsdp refuses them)
+    multi_stage = False  # several stages keep state across steps (tropd.infra.fsdp refuses them)
 
     def __init__(self, params=None, steps: int = 0, out=None, model=None, world=None):
         pass

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from tropd.config import TrainConfig
-from tropd.faults import fault_point
-from tropd.io import atomic_write_json, reraise_io
+from tropd.infra.faults import fault_point
+from tropd.infra.io import atomic_write_json, reraise_io
 
 
 def make_optimizer(model, tc: TrainConfig):
@@ -73,14 +73,14 @@ def truncate_metrics(path: Path, start: int, pending: dict | None = None) -> Non
         keep.append(json.dumps(pending))
     if not path.is_file() and not keep:
         return
-    from tropd.io import atomic_write_text
+    from tropd.infra.io import atomic_write_text
 
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def finish(out: Path, model, tok, summary: dict, weights: dict | None = None) -> None:
     """Save the student folder atomically, then summary.json (its presence marks the run done).
-    `weights`: the full state dict of a sharded student (tropd.fsdp), saved in place of its own."""
+    `weights`: the full state dict of a sharded student (tropd.infra.fsdp), saved in place of its own."""
     tmp = out / ".student.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -45,7 +45,7 @@ import torch
 from tropd.config import RunConfig, SmolPrepare
 from tropd.errors import ConfigError
 from tropd.errors import UserError
-from tropd.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
+from tropd.infra.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
 from tropd.models import format_prompt
 
 VERSION = 1

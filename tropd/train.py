@@ -10,7 +10,7 @@ resumes from its newest valid checkpoint; on a finished DIR it exits at once. A 
 (non-finite loss or gradient, or a sampled reverse KL past `train.divergence_rkl`) stops cleanly and
 is recorded as `diverged` with its step: a result, not a crash. Under `accelerate launch` (or
 torchrun) with N processes, each takes 1/N of every step's prompts and the gradients are summed
-(tropd.dist): the same update as one process.
+(tropd.infra.dist): the same update as one process.
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tropd.catalog import Bound, bind
 from tropd.config import RunConfig, load_config, resolved_hash, run_hash
 from tropd.errors import UserError
-from tropd.faults import fault_point, poison
+from tropd.infra.faults import fault_point, poison
 from tropd.reduce import masked_mean, reduce_loss, step_count
 from tropd.registry import StepContext, TokenStats
 from tropd.rollout import RolloutBatch, collect
@@ -39,9 +40,10 @@ def _log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
-def train(cfg: RunConfig, out: Path, log=_log) -> dict:
-    """Distil the student with `cfg.method`; returns the summary written to out/summary.json."""
-    run = setup(cfg, out, log)  # checks, models, data, backend, the method's declarations; resume
+def train(cfg: RunConfig, out: Path, log=_log, bound: Bound | None = None) -> dict:
+    """Distil the student with `cfg.method` (`bound`: its parsed parameters, tropd.catalog.bind, when
+    the caller has them already); returns the summary written to out/summary.json."""
+    run = setup(cfg, out, log, bound or bind(cfg))  # checks, models, data, backend, the method's declarations; resume
     tc, world = cfg.train, run.world
     status, diverged_step = "finished", None
     bar = tqdm(range(run.start, tc.steps), initial=run.start, total=tc.steps, dynamic_ncols=True,
@@ -232,9 +234,10 @@ def train_main(args) -> int:
     if len(seeds) > 1 and "{seed}" not in args.out:
         raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
     cfgs = [load_config(args.config, method=args.method, overrides=[f"seed={s}", *args.overrides])
-            for s in seeds]  # every config checked before any run starts
+            for s in seeds]
+    bounds = [bind(cfg) for cfg in cfgs]  # every config and method checked before any run starts
     main = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun, one process reports
-    for seed, cfg in zip(seeds, cfgs):
+    for seed, cfg, bound in zip(seeds, cfgs, bounds):
         out = Path(args.out.replace("{seed}", str(seed)))
         done = read_summary(out)
         if done is not None:
@@ -247,7 +250,7 @@ def train_main(args) -> int:
             if main:
                 print(f"{out}: already {done['status']} ({done['steps_done']} steps); nothing to do")
             continue
-        summary = train(cfg, out)
+        summary = train(cfg, out, bound=bound)
         if main:
             print(json.dumps(summary))
     return 0

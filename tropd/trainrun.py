@@ -16,15 +16,15 @@ from typing import Any
 import torch
 
 from tropd import checkpoint as ckpt
-from tropd import fsdp
-from tropd.catalog import get_method
+from tropd.infra import fsdp
+from tropd.catalog import Bound
 from tropd.config import RunConfig, code_version, dump_yaml, resolved_hash, run_hash
 from tropd.data import PromptSet, load_prompts
-from tropd.dist import World
+from tropd.infra.dist import World
 from tropd.errors import UserError
-from tropd.faults import set_method
+from tropd.infra.faults import set_method
 from tropd.heldout import HeldOut
-from tropd.io import atomic_write_text
+from tropd.infra.io import atomic_write_text
 from tropd.models import check_profile_models, load_model, load_tokenizer, shared_vocab
 from tropd.preflight import check_tokenizers
 from tropd.registry import Method
@@ -64,15 +64,14 @@ class Run:
         return self.accelerator.device
 
 
-def setup(cfg: RunConfig, out: Path, log) -> Run:
+def setup(cfg: RunConfig, out: Path, log, bound: Bound) -> Run:
     """Checks, accelerator, models, data, rollout backend, schedule; then the run directory, resumed
     from its newest valid checkpoint (a finished run is handled by train_main, before this)."""
     from accelerate import Accelerator
 
     t_start = time.time()
     check_profile_models(cfg)  # before the accelerator: a missing model is one line, not a set-up
-    method = get_method(cfg.method.name)
-    params = method.parse_params(cfg.method.params)
+    method, params = bound.method, bound.params  # parsed once, by tropd.catalog.bind
     set_method(cfg.method.name)
     tc = cfg.train
     if tc.num_threads:  # the job's threads (what Snakemake and SLURM give it), shared by its processes
@@ -83,7 +82,7 @@ def setup(cfg: RunConfig, out: Path, log) -> Run:
     # `accelerator.autocast()` regions itself, one per rollout and one per micro-batch, never across
     # an optimizer step (autocast caches the bf16 copy of each weight until its region exits).
     # Accelerate gives the device, autocast and the process group; the model, optimizer and
-    # scheduler are not `prepare`d (tropd.dist says why).
+    # scheduler are not `prepare`d (tropd.infra.dist says why).
     fsdp.check_environment()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if tc.dtype == "bfloat16" else "no")
@@ -107,7 +106,7 @@ def setup(cfg: RunConfig, out: Path, log) -> Run:
     if tc.gradient_checkpointing:
         student.gradient_checkpointing_enable()
     # `policy` is what the rollouts and the training forward call: the student, or under FSDP its
-    # root unit (tropd.fsdp), whose forward gathers the shards; the optimizer holds the shards.
+    # root unit (tropd.infra.fsdp), whose forward gathers the shards; the optimizer holds the shards.
     policy = world.prepare_student(student)
     optimizer, scheduler = make_optimizer(student, tc)
     # vLLM gets the model itself (its path, and the shards gathered at each weight sync).

@@ -412,17 +412,17 @@ def _train(shape: GPUBenchShape, device: torch.device, work: Path, res: dict, pr
 
     text = format_prompt(tok, " ".join(["w0"] * shape.prompt_words))
     prompt_len = len(tok(text, add_special_tokens=False)["input_ids"])
-    res["phases"] = phases(metrics, shape, prompt_len)
+    rows = shape.overrides["train.prompts_per_step"] * shape.overrides["train.rollouts_per_prompt"]
+    res["phases"] = phases(metrics, shape.student, shape.teacher, rows, prompt_len)
     res["prompt_len"] = prompt_len
 
 
-def phases(metrics: list[dict], shape: GPUBenchShape, prompt_len: int) -> dict:
-    """Per-phase seconds, tokens/s and TFLOP/s, medians over the steps after the first (all steps if one).
+def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: int, prompt_len: float) -> dict:
+    """Per-phase seconds, tokens/s and TFLOP/s of a `tropd train` run's metrics lines, medians over the
+    steps after the first (all steps if one); `rows` sequences a step, prompts of `prompt_len` tokens.
 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
     model's FLOPs); scoring and the student pass count every prompt and response position they run."""
-    o = shape.overrides
-    rows = o["train.prompts_per_step"] * o["train.rollouts_per_prompt"]
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
     for name, key in (("rollout", "time_rollout"), ("teacher_score", "time_score"),
@@ -436,14 +436,14 @@ def phases(metrics: list[dict], shape: GPUBenchShape, prompt_len: int) -> dict:
             if name == "rollout":
                 tokens = written
                 ctx = prompt_len + resp / 2  # a decoded token attends to the prompt and half the response
-                fl = (student_written * flops_per_token(shape.student, ctx)
-                      + (written - student_written) * flops_per_token(shape.teacher, ctx))
+                fl = (student_written * flops_per_token(student, ctx)
+                      + (written - student_written) * flops_per_token(teacher, ctx))
             elif name == "teacher_score":
                 tokens = seq * rows
-                fl = tokens * flops_per_token(shape.teacher, seq / 2)
+                fl = tokens * flops_per_token(teacher, seq / 2)
             elif name == "student_fwd_bwd":
                 tokens = seq * rows
-                fl = 3 * tokens * flops_per_token(shape.student, seq / 2)  # backward = 2 x forward
+                fl = 3 * tokens * flops_per_token(student, seq / 2)  # backward = 2 x forward
             else:
                 tokens = 0.0
                 fl = 0.0
@@ -523,7 +523,7 @@ def main(args) -> int:
     from dataclasses import replace
 
     from tropd.errors import UserError
-    from tropd.io import atomic_write_json, atomic_write_text
+    from tropd.infra.io import atomic_write_json, atomic_write_text
 
     shape = QUICK if args.quick else GPUBenchShape()
     if args.steps is not None:

@@ -16,7 +16,7 @@ import torch
 
 from tropd.models import format_prompt
 from tropd.rollout.hf import sample_rows
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tropd.config import REPO_ROOT, RunConfig
 from tropd.errors import UserError
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 
 GSM8K_SUFFIX = '\nLet\'s think step by step and output the final answer after "####".'
 BOXED_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."

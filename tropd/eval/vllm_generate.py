@@ -14,7 +14,7 @@ What carries over from the HF generator, and what does not:
   stop tokens, and `stop_token_ids` still ends a sample at ours.
 - Every (seed, task, item, sample) keeps its own seed (`SamplingParams.seed`), which fixes its
   random draws. The engine core runs in vLLM's default child process, so that shutting it down
-  frees its GPU memory for the next model (tropd.vllm_engine); in-process engines do not reliably
+  frees its GPU memory for the next model (tropd.infra.vllm_engine); in-process engines do not reliably
   (vLLM issue #21073). The price: vLLM schedules a child-process engine by arrival timing, and bf16
   logits vary with how requests are batched, so a sample at a near-tie can differ between reruns
   and with the rest of the batch, which HF generate's samples do not. The texts are not those of
@@ -29,7 +29,7 @@ from typing import Any
 
 from tropd.errors import UserError
 from tropd.eval.generate import Generation, encode_prompts
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 
 
 def import_vllm():
@@ -53,7 +53,7 @@ def engine_args(path: str, dtype: str, max_model_len: int, gpu_memory_utilizatio
 
 def make_engine(args: dict):
     """An eval engine, its core in a child process (see the module docstring)."""
-    from tropd.vllm_engine import new_engine
+    from tropd.infra.vllm_engine import new_engine
 
     return new_engine(import_vllm(), args, in_process=False)
 

@@ -26,7 +26,7 @@ import math
 import torch
 
 from tropd.registry import TokenStats
-from tropd.seeding import uniform_grid
+from tropd.infra.seeding import uniform_grid
 
 
 def topk_logps(s: TokenStats, renormalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ def bernoulli_trust(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, P): M ~ Bernoulli(P) with P = min(exp(log_ratio), 1); M bool (B, T), P float (B, T).
 
-    Token (b, t)'s uniform is a hash of (seed_B[b], t) (tropd.seeding.uniform_grid): it depends on
+    Token (b, t)'s uniform is a hash of (seed_B[b], t) (tropd.infra.seeding.uniform_grid): it depends on
     neither the other tokens' values nor the batch the row sits in, so micro-batching and
     data-parallel sharding draw the same mask.
     """

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tropd.errors import UserError
-from tropd.io import read_jsonl
+from tropd.infra.io import read_jsonl
 
 REFERENCES = ("teacher", "student")
 
@@ -226,3 +226,31 @@ def load_results(results_dir: Path, methods: list[str], seeds: list[int], tasks:
     if not res.evals:
         raise UserError(f"no eval summaries under {results_dir / 'evals'}; run the workflow (snakemake) first")
     return res
+
+
+def write_audit(res: Results, dest: Path) -> None:
+    """Under `dest`, what lets anyone recompute a table or a curve without retraining: each run's per-step
+    metrics (gzip, mtime 0 so that the bytes depend on the content only), resolved config and summary,
+    and each eval summary: dest/{row}/seed{s}/ and dest/{row}/seed{s}/evals/{task}.json."""
+    import gzip
+    import io
+    import shutil
+
+    from tropd.infra.io import atomic_write_bytes
+
+    for (arm, seed), run in res.runs.items():
+        d = dest / arm / f"seed{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("config.resolved.yaml", "summary.json"):
+            if (run.path / name).is_file():
+                shutil.copyfile(run.path / name, d / name)
+        src = run.path / "metrics.jsonl"
+        if src.is_file():
+            buf = io.BytesIO()
+            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
+                f.write(src.read_bytes())
+            atomic_write_bytes(d / "metrics.jsonl.gz", buf.getvalue())
+    for (row, seed, task), e in res.evals.items():
+        d = dest / row / f"seed{seed}" / "evals"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(e.path, d / f"{task}.json")

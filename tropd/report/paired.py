@@ -1,7 +1,7 @@
 """Paired comparisons: a method against OPD seed by seed, and how that difference moves with the
 teacher-student mismatch.
 
-Same seed = same prompts in the same order and the same sampling streams (tropd.seeding derives every
+Same seed = same prompts in the same order and the same sampling streams (tropd.infra.seeding derives every
 draw from the run seed), so the seed-to-seed variation the two runs share cancels in their difference.
 The unit is the pair (one seed, and in a sweep one level):
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tropd.io import atomic_write_bytes  # noqa: E402
+from tropd.infra.io import atomic_write_bytes  # noqa: E402
 from tropd.report.collect import Results  # noqa: E402
 from tropd.report.stats import over_seeds  # noqa: E402
 from tropd.report.tables import per_seed, domain_tasks, label  # noqa: E402

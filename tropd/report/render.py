@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tropd.io import atomic_write_text
+from tropd.infra.io import atomic_write_text
 from tropd.report.tables import Cell, Column, Table
 
 

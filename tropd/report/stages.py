@@ -29,7 +29,7 @@ def stage_table(bench_dir: Path) -> pd.DataFrame | None:
 
 
 def write_stages(bench_dir: Path, path: Path) -> Path:
-    from tropd.io import atomic_write_text
+    from tropd.infra.io import atomic_write_text
 
     t = stage_table(bench_dir)
     if t is None:

@@ -9,6 +9,8 @@ Writes under <out> (default paths.results):
                                  and pooled
     tables/slopes.md             slope of each method's paired difference on Avg against measured mismatch
     tables/readings.md           the guidance readings against FKL Outlier (no guidance), paired
+    tables/tuning.md             the fairness record: OPD at the lowest level at every learning rate
+                                 the sweep ran, against the frozen train.lr, paired
     tables/stages.md             time per stage (Snakemake benchmark files)
     claims.md                    the verdicts (tropd.report.claims)
     plots/score_vs_mismatch.png  final Avg against measured mismatch, per method and lr, with intervals
@@ -20,7 +22,6 @@ Writes under <out> (default paths.results):
 """
 from __future__ import annotations
 
-import gzip
 import io
 import shutil
 from pathlib import Path
@@ -33,12 +34,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tropd.config import RunConfig  # noqa: E402
-from tropd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from tropd.infra.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from tropd.report.claims import (  # noqa: E402
     arm_label, claims_markdown, pairs, pooled, slope_vs_mismatch, vs_opd_frame, vs_opd_markdown,
 )
-from tropd.report.collect import load_results  # noqa: E402
-from tropd.report.paired import verdict  # noqa: E402
+from tropd.report.collect import load_results, write_audit  # noqa: E402
+from tropd.report.paired import paired, verdict  # noqa: E402
 from tropd.report.stats import over_seeds  # noqa: E402
 from tropd.report.study import Study, level_from_results, measured_mismatch  # noqa: E402
 from tropd.report.tables import TASK_LABELS, label  # noqa: E402
@@ -61,28 +62,8 @@ def load_study(cfg: RunConfig, out: Path) -> Study:
         res = load_results(results / f"m{name}", [a.name for a in level_arms], cfg.workflow.seeds, cfg.eval.tasks)
         levels.append(level_from_results(res, name, x, measured_mismatch(probe),
                                          [(a.name, a.method, a.lr_scale) for a in level_arms], cfg.train.steps))
-        _audit(res, results / f"m{name}", out / "audit" / f"m{name}")
+        write_audit(res, out / "audit" / f"m{name}")
     return Study(cfg.profile, list(cfg.eval.tasks), list(cfg.workflow.seeds), levels)
-
-
-def _audit(res, level_dir: Path, dest: Path) -> None:
-    """Each run's per-step metrics (gzip), resolved config, summary and eval summaries."""
-    for (arm, seed), run in res.runs.items():
-        d = dest / arm / f"seed{seed}"
-        d.mkdir(parents=True, exist_ok=True)
-        for name in ("config.resolved.yaml", "summary.json"):
-            if (run.path / name).is_file():
-                shutil.copyfile(run.path / name, d / name)
-        src = run.path / "metrics.jsonl"
-        if src.is_file():
-            buf = io.BytesIO()
-            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
-                f.write(src.read_bytes())
-            atomic_write_bytes(d / "metrics.jsonl.gz", buf.getvalue())
-    for (row, seed, task), e in res.evals.items():
-        d = dest / row / f"seed{seed}" / "evals"
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(e.path, d / f"{task}.json")
 
 
 def per_seed_frame(study: Study) -> pd.DataFrame:
@@ -160,6 +141,39 @@ def slopes_markdown(study: Study) -> str:
             lines.append(f"| OPD − untrained student | x{scale:g} | {100 * s.slope:+.1f} | "
                          f"[{100 * s.lo:+.1f}, {100 * s.hi:+.1f}] | {s.n} | {verdict(s.lo, s.hi, +1)} |")
     return "\n".join(lines) + "\n"
+
+
+def tuning_markdown(study: Study, cfg: RunConfig) -> str:
+    """Shared hyperparameters are chosen on OPD at the lowest mismatch, then frozen for every method
+    (the README's fairness rule). This is the record: OPD's final Avg and best-to-final drop at the
+    lowest level for every lr multiple the sweep ran, and each multiple minus the frozen lr, paired
+    by seed. A multiple that beats x1 beyond its interval means the frozen value was not OPD's best."""
+    lv = min((x for x in study.levels if x.knob is not None), key=lambda x: x.knob, default=None)
+    lines = ["# Shared hyperparameters: what was tried on OPD, at the lowest mismatch", "",
+             f"Frozen for every method: train.lr = {cfg.train.lr:g}, train.steps = {cfg.train.steps}, "
+             f"train.prompts_per_step = {cfg.train.prompts_per_step} x {cfg.train.rollouts_per_prompt} rollouts. "
+             "The learning rates tried are the rows below (OPD only, at the lowest mismatch level); the "
+             "profile's comments say how steps and batch were set.", ""]
+    if lv is None:
+        return "\n".join(lines + ["No mismatch levels in this profile.", ""])
+    base = study.arm(lv, "opd", 1.0)
+    lines += [f"Level {lv.name} (measured mismatch {_pct(lv.measured)}).", "",
+              "| lr | Avg (mean ± 95%) | best-to-final drop | diverged seeds | − lr x1, Avg, paired [95%] | n |",
+              "|---|---:|---:|---:|---|---:|"]
+    for scale in study.lr_scales():
+        a = study.arm(lv, "opd", scale)
+        if a is None:
+            continue
+        d = paired(a.col("avg"), base.col("avg")) if (base is not None and scale != 1.0) else None
+        diff = "–" if d is None else f"{100 * d.mean:+.1f} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
+        lines.append(f"| {cfg.train.lr * scale:g} (x{scale:g}) | {_pm(list(a.col('avg').values()))} | "
+                     f"{_pm(list(a.col('drop').values()))} | {len(a.diverged)} | {diff} | "
+                     f"{len(a.col('avg'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "not measured" if x is None else f"{100 * x:.1f}%"
 
 
 def readings_markdown(study: Study, cfg: RunConfig) -> str:
@@ -312,9 +326,10 @@ def aggregate_sweep(cfg: RunConfig, out: Path, provenance: str) -> list[Path]:
     atomic_write_text(tables / "vs_opd.md", vs_opd_markdown(study, frame, provenance))
     atomic_write_text(tables / "slopes.md", slopes_markdown(study))
     atomic_write_text(tables / "readings.md", readings_markdown(study, cfg))
+    atomic_write_text(tables / "tuning.md", tuning_markdown(study, cfg))
     atomic_write_text(out / "claims.md", claims_markdown(study, provenance))
     written += [tables / n for n in ("per_seed.csv", "scores.md", "scores.csv", "vs_opd.csv", "vs_opd.md",
-                                     "slopes.md", "readings.md")] + [out / "claims.md"]
+                                     "slopes.md", "readings.md", "tuning.md")] + [out / "claims.md"]
     plot_score_vs_mismatch(study, plots / "score_vs_mismatch.png")
     plot_curves(study, plots / "learning_curves.png", "heldout_avg", "held-out Avg (%)")
     plot_curves(study, plots / "grad_norm.png", "grad_norm", "gradient norm before clipping", log=True)

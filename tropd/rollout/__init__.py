@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tropd.rollout.batch import Completion, RolloutBatch, pack
 from tropd.rollout.policies import Policy, Request
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 
 __all__ = ["Completion", "RolloutBatch", "collect", "make_backend"]
 

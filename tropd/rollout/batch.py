@@ -52,7 +52,7 @@ class RolloutBatch:
 
     def row_seeds(self, run_seed: int, step: int, tag: str = "method") -> torch.Tensor:
         """long (B,): a seed per row from (run seed, step, prompt, sample, tag)."""
-        from tropd.seeding import row_seeds
+        from tropd.infra.seeding import row_seeds
 
         sample_B = self.sample_index_B if self.sample_index_B is not None else torch.arange(self.size)
         return row_seeds(run_seed, step, self.prompt_index_B, sample_B, tag)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from tropd.seeding import generator
+from tropd.infra.seeding import generator
 
 
 class FakeBackend:

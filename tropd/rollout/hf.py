@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from tropd.seeding import to_int64, uniform_rows
+from tropd.infra.seeding import to_int64, uniform_rows
 
 # combine(list of per-model log-probs (N, V)) -> log-probs to sample from (N, V)
 Combine = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -118,7 +118,7 @@ def decode(
 def _cache_kw(model: torch.nn.Module) -> str:
     """The forward's KV-cache argument: recent transformers (5.24 here) call it `cache` and remove the
     older `past_key_values` in 5.40; the project supports transformers from 4.51, which knows only that."""
-    lm = model.lm if hasattr(model, "gathered") else model  # tropd.fsdp.Root passes keywords to its LM
+    lm = model.lm if hasattr(model, "gathered") else model  # tropd.infra.fsdp.Root passes keywords to its LM
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
@@ -157,7 +157,7 @@ class HFBackend:
 
 
 def _gathered(model):
-    """An FSDP-sharded student (tropd.fsdp.Root) is unsharded for the whole rollout: its forwards
+    """An FSDP-sharded student (tropd.infra.fsdp.Root) is unsharded for the whole rollout: its forwards
     then hold no collective, so each process decodes its own rows for as long as they need, as in
     data parallelism. Every process enters this once per student rollout, with or without prompts
     (tropd.rollout.collect samples the student once per step on every process)."""

@@ -19,7 +19,7 @@ these objects, never a method's parameters by name. A method with a policy of it
                 linearly from `eps0` to 0 over `anneal_steps` (tropd.rollout.blend), then pure student.
 
 Every draw derives from (run seed, step, prompt, sample): `Request.seeds` per sequence, and
-`tropd.seeding.generator(seed, step, prompt, sample, tag)` for a policy's own choices.
+`tropd.infra.seeding.generator(seed, step, prompt, sample, tag)` for a policy's own choices.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from tropd.rollout.batch import Completion
-from tropd.seeding import derive_seed, generator
+from tropd.infra.seeding import derive_seed, generator
 
 
 @dataclass

@@ -15,7 +15,7 @@ Choices, and why:
   (`LLM.apply_model(fn)` -> `model.load_weights(...)`), then resets the prefix cache, whose KV
   entries were computed with the old weights. The teacher engine never changes weights and runs in
   vLLM's default separate process (two engines cannot share one process's parallel state; and
-  tropd.vllm_engine.new_engine makes sure the student engine's cached env vars do not put it in
+  tropd.infra.vllm_engine.new_engine makes sure the student engine's cached env vars do not put it in
   this one).
 - Besides the explicit `sync_weights` after every optimizer step, `sample("student")` pushes the
   weights whenever the module changed since the last push (parameter version counters): a resumed
@@ -53,7 +53,7 @@ from typing import Any
 
 from tropd.errors import UserError
 from tropd.models import output_rows
-from tropd.vllm_engine import new_engine
+from tropd.infra.vllm_engine import new_engine
 
 # Where the in-process model object lived before `LLM.apply_model` existed (vLLM < 0.9).
 _MODEL_PATHS = (

@@ -31,13 +31,14 @@ import torch
 
 from tropd.config import RunConfig
 from tropd.errors import ConfigError, UserError
-from tropd.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
+from tropd.infra.io import atomic_write_json, atomic_write_jsonl, move_into, read_jsonl
 from tropd.models import build_llama
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 from tropd.tiny import GENERATOR_VERSION
 from tropd.tiny.probe import probe
 from tropd.tiny.sft import sft
-from tropd.tiny.synthetic import Item, generate, held_out_rows, train_rows
+from tropd.tiny.item import Item
+from tropd.tiny.synthetic import generate, held_out_rows, train_rows
 from tropd.tiny.tokenizer import encode_pair, train_tokenizer
 
 STAMP = ".prepare-stamp.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from tropd.tiny.synthetic import Item
+from tropd.tiny.item import Item
 
 FUNC_NAMES = ["f", "g", "h", "calc", "solve", "func", "op", "run", "apply", "get"]
 INT_ARGS = ["x", "n", "k", "m", "v"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from tropd.tiny.synthetic import Item
+from tropd.tiny.item import Item
 
 WORDS = ["cat", "dog", "pig", "cow", "fox", "owl", "bee", "ant", "sun", "moon", "star", "tree",
          "leaf", "rock", "sand", "rain", "snow", "wind", "fish", "bird", "frog", "lake", "hill",

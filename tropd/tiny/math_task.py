@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from tropd.tiny.synthetic import Item
+from tropd.tiny.item import Item
 
 NAMES = ["Ann", "Bob", "Tom", "Sam", "Eva", "Max", "Mia", "Leo", "Zoe", "Ben", "Kim", "Ali"]
 THINGS = ["pens", "cards", "eggs", "books", "coins", "cups", "hats", "toys", "nuts", "cars"]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from tropd.rollout.hf import decode
-from tropd.seeding import derive_seed
+from tropd.infra.seeding import derive_seed
 from tropd.tiny.tokenizer import encode_pair
 
 # Runs in a child interpreter: each program gets a fresh namespace, a CPU-time alarm, and the

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from tropd.errors import ConfigError
-from tropd.seeding import generator
+from tropd.infra.seeding import generator
 
 IGNORE = -100
 

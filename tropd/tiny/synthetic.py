@@ -7,31 +7,18 @@ not among them, so the test set is a fixed function of (seed, n_test) and never 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from tropd.errors import ConfigError
-from tropd.seeding import derive_seed
-
-
-@dataclass(frozen=True)
-class Item:
-    domain: str
-    prompt: str  # the user message
-    answer: str  # the teacher-style completion (also the train.jsonl reference)
-    alt: str  # the same item answered in the other style (the student's mismatch share)
-    record: dict  # the held-out row in the real benchmark format (ids added when written)
+from tropd.infra.seeding import derive_seed
+from tropd.tiny import code_task, instruct_task, math_task
+from tropd.tiny.item import Item
 
 
 def _maker(domain: str):
-    if domain == "math":
-        from tropd.tiny.math_task import make_item
-    elif domain == "code":
-        from tropd.tiny.code_task import make_item
-    elif domain == "instruct":
-        from tropd.tiny.instruct_task import make_item
-    else:
+    makers = {"math": math_task.make_item, "code": code_task.make_item, "instruct": instruct_task.make_item}
+    if domain not in makers:
         raise ConfigError(f"prepare.domains: unknown domain {domain!r} (known: math, code, instruct)")
-    return make_item
+    return makers[domain]
 
 
 def generate(domain: str, seed: int, n_train: int, n_test: int) -> tuple[list[Item], list[Item]]:

@@ -47,10 +47,12 @@ validate(config, "../schemas/config.schema.yaml")
 try:  # the dataclass schema too: the same strict checks as every tropd command
     RUN_CONFIG = build(RunConfig, config)
     if config["workflow"]["train_parallel"] == "fsdp" and config["workflow"]["gpus_per_train"] > 1:
-        # Every method's config, for what FSDP refuses (tropd.config.validate). Only here: it
+        # Every method's config, for what FSDP refuses (tropd.catalog.bind). Only here: it
         # imports torch, seconds that every job's parse of this file would pay.
+        from tropd.catalog import bind
+
         for _m in config["workflow"]["methods"]:
-            load_config(CONFIGFILE, method=_m)
+            bind(load_config(CONFIGFILE, method=_m))
 except ConfigError as e:
     raise WorkflowError(f"tropd workflow: {CONFIGFILE}: {e}") from None
 

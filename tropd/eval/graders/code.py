@@ -283,7 +283,7 @@ def _cached_verdict(key: str) -> dict | None:
 
 
 def _store_verdict(key: str, verdict: dict) -> None:
-    from tropd.io import atomic_write_json
+    from tropd.infra.io import atomic_write_json
 
     p = cache_dir() / "verdicts" / key[:2] / f"{key}.json"
     try:

@@ -13,14 +13,14 @@ DDP-wrapped student would skip the all-reduce without a word. Nor `accelerator.p
 scheduler wrapper steps the schedule once per process per step.
 
 Only the main process writes files (metrics, checkpoints, the final student); all processes read
-the same checkpoint when a run resumes. Under an FSDP launch (tropd.fsdp) the student is also
+the same checkpoint when a run resumes. Under an FSDP launch (tropd.infra.fsdp) the student is also
 sharded: the same step, with 1/N of its parameters, gradients and optimizer state per process.
 """
 from __future__ import annotations
 
 import torch
 
-from tropd import fsdp
+from tropd.infra import fsdp
 
 # Gradients are all-reduced in flat buckets of this many elements: one collective per bucket, and at
 # most one bucket of extra memory (fp32: 1 GiB).

@@ -2,11 +2,11 @@
 
 `accelerate launch --config_file configs/accelerate/fsdp.yaml` sets ACCELERATE_USE_FSDP=true (and
 FSDP_* variables from the file's fsdp_config); `tropd train` then shards the student with torch's
-`fully_shard` itself instead of letting `accelerator.prepare` do it (tropd.dist says why nothing is
-prepared). Everything else is the data parallelism of tropd.dist: each process takes 1/N of a
+`fully_shard` itself instead of letting `accelerator.prepare` do it (tropd.infra.dist says why nothing is
+prepared). Everything else is the data parallelism of tropd.infra.dist: each process takes 1/N of a
 step's prompts, seeds come from global positions, the loss is normalised by the global count. What
 FSDP adds: each process keeps 1/N of the student's parameters, gradients and optimizer state, and
-the gradients are summed by FSDP's reduce-scatter (divide factor 1: a sum, as tropd.dist's
+the gradients are summed by FSDP's reduce-scatter (divide factor 1: a sum, as tropd.infra.dist's
 all-reduce is) instead of one all-reduce at the end.
 
 Layout: every decoder layer (the classes in FSDP_TRANSFORMER_CLS_TO_WRAP, else the model's
