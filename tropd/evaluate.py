@@ -126,6 +126,11 @@ def eval_main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seed)
     if len(seeds) > 1 and "{seed}" not in args.out:
         raise UserError(f"--out {args.out}: several seeds need a {{seed}} placeholder in --out")
+    from tropd.models import check_exists
+
+    for seed in seeds:  # the model first: before prepare, that is the error to meet, not the data's
+        check_exists(_model_spec(cfg, args.model.replace("{seed}", str(seed))), "--model",
+                     "a model folder: a run's student/ or a prepared profile's models")
     items_by_task = [load_items(task, cfg, n) for task, n in zip(tasks, limits)]  # every input checked first
     if e.backend == "vllm" and any(t.grader != "mmlu" for t in tasks):
         from tropd.eval.vllm_generate import import_vllm
