@@ -21,6 +21,7 @@ recorded with the numbers, since on a shared machine they only mean something si
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -186,7 +187,6 @@ def peers_main(args) -> int:
     """tropd against TRL (tropd.benchlib.peers): OUT/peers.{md,json}, and the ratios into OUT/summary.json
     (peer_<pair>_step_ratio, peer_<pair>_mem_ratio: tropd / TRL) beside what is there."""
     import importlib.util
-    import json
 
     from tropd.benchlib import peers
     from tropd.errors import UserError
@@ -220,8 +220,6 @@ def roofline_main(args) -> int:
     """OUT/roofline.{md,json,png}: the profile's step phases against this CPU's ceiling; the fractions
     into OUT/summary.json as roofline_<profile>_<phase>_fraction. Results of other profiles already in
     OUT/roofline.json are kept beside the new one."""
-    import json
-
     from tropd.benchlib import roofline
     from tropd.config import load_config
     from tropd.errors import UserError
@@ -248,8 +246,6 @@ def roofline_main(args) -> int:
 
 def _merge_summary(out: Path, keys: dict) -> None:
     """New keys into OUT/summary.json (made by `tropd bench`), the rest as it is; nothing without one."""
-    import json
-
     summary = out / "summary.json"
     if summary.is_file():
         atomic_write_json(summary, {**json.loads(summary.read_text()), **keys})

@@ -198,13 +198,11 @@ def gkd_loss_agreement(work: Work, n: int = 8, beta: float = 0.5) -> dict:
     from trl.experimental.gkd import GKDTrainer
 
     from baselines.gkd import generalized_jsd
-    from tropd.models import load_model, load_tokenizer
+    from tropd.models import format_prompt, load_model, load_tokenizer
 
     cfg = _config(work, "gkd")
     tok = load_tokenizer(cfg.student)
     rows = _prompts_in_order(cfg)[: n * cfg.train.rollouts_per_prompt: cfg.train.rollouts_per_prompt]
-    from tropd.models import format_prompt
-
     seqs, starts = [], []
     for r in rows:
         p = tok(format_prompt(tok, r["prompt"]), add_special_tokens=False)["input_ids"]
@@ -232,7 +230,8 @@ def gkd_loss_agreement(work: Work, n: int = 8, beta: float = 0.5) -> dict:
 
 def _worker(argv: list[str]) -> int:
     side, pair, spec, out = argv
-    work = Work(**{**json.loads(spec), "overrides": tuple(json.loads(spec).get("overrides", ()))})
+    raw = json.loads(spec)
+    work = Work(**{**raw, "overrides": tuple(raw.get("overrides", ()))})
     res = (run_tropd if side == "tropd" else run_trl)(work, pair)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps(res))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -40,8 +41,6 @@ def own_shape_probe(rows: int, width: int, repeats: int = 20) -> float:
     a, b = torch.randn(rows, width), torch.randn(width, width)
     for _ in range(3):
         a @ b
-    import time
-
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
