@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce test install clean-results gpu-check gpu-bench sweep
+.PHONY: smol reproduce test install clean-results gpu-check gpu-bench sweep
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A profile's whole DAG on 2 cores, with its wall time in results/<profile>/tables/dag_wall.md.
+define dag
+	. $(VENV)/bin/activate && mkdir -p logs/$(1) results/$(1)/tables && start=$$(date +%s) && \
+	  snakemake --cores 2 --configfile configs/$(1).yaml > logs/$(1)/snakemake.log 2>&1; rc=$$?; \
+	  end=$$(date +%s); printf '%s\n' "DAG wall time of \`snakemake --cores 2 --configfile configs/$(1).yaml\`:" \
+	  "$$((end - start)) s ($$(date -u -d @$$start +%FT%TZ) to $$(date -u -d @$$end +%FT%TZ)), exit code $$rc." \
+	  > results/$(1)/tables/dag_wall.md; exit $$rc
+endef
+
 reproduce: $(STAMP)
 	. $(VENV)/bin/activate && snakemake --cores 2 --forcerun aggregate
 
@@ -26,11 +35,13 @@ reproduce: $(STAMP)
 # OPD / TrOPD / Clip Outlier / top-k FKL x 3 seeds at two learning rates, the guidance readings;
 # results/sweep/ (tables, plots, claims.md, audit/). The DAG's wall time goes to tables/dag_wall.md.
 sweep: $(STAMP)
-	. $(VENV)/bin/activate && mkdir -p logs/sweep results/sweep/tables && start=$$(date +%s) && \
-	  snakemake --cores 2 --configfile configs/sweep.yaml > logs/sweep/snakemake.log 2>&1; rc=$$?; \
-	  end=$$(date +%s); printf '%s\n' "DAG wall time of \`snakemake --cores 2 --configfile configs/sweep.yaml\`:" \
-	  "$$((end - start)) s ($$(date -u -d @$$start +%FT%TZ) to $$(date -u -d @$$end +%FT%TZ)), exit code $$rc." \
-	  > results/sweep/tables/dag_wall.md; exit $$rc
+	$(call dag,sweep)
+
+# `make smol`: the real-model profile (configs/smol.yaml): a SmolLM2-135M teacher made competent on
+# word problems, a pruned student, OPD and TrOPD x 3 seeds; results/smol/ (tables, plots, claims.md,
+# gate.md, audit/). The DAG's wall time goes to tables/dag_wall.md.
+smol: $(STAMP)
+	$(call dag,smol)
 
 test: $(STAMP)
 	. $(VENV)/bin/activate && python -m pytest -q -m 'not gpu and not slow' --durations=15

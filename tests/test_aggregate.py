@@ -401,3 +401,25 @@ def test_aggregate_writes_the_vs_opd_table_and_claims(tmp_path):
     src = tmp_path / "results" / "runs" / "tropd" / "seed1" / "metrics.jsonl"
     assert gzip.decompress((audit / "metrics.jsonl.gz").read_bytes()) == src.read_bytes()
     assert (audit / "evals").is_dir() and any((audit / "evals").iterdir())
+
+
+def test_gate_table_from_the_prepare_probe(tmp_path):
+    """A profile whose prepare measured the teacher-student gate (smol) gets tables/gate.md and the
+    probe in audit/; the table says which check fails."""
+    import json
+
+    profile = write_results(tmp_path, full_scores(BASE))
+    cfg = __import__("tropd.config", fromlist=["load_config"]).load_config(profile)
+    models = cfg.resolve(cfg.paths.models)
+    models.mkdir(parents=True, exist_ok=True)
+    probe = {"n": 64, "max_new_tokens": 96, "accuracy": {"teacher": 0.70, "student": 0.55},
+             "finished": {"teacher": 1.0, "student": 0.9}, "teacher_logp_per_token": {"teacher": -0.1, "student": -0.9},
+             "teacher_logp": {"student_samples": {"frac_below_0.01": 0.2}}, "mismatch_knob": 0.5,
+             "gate": {"teacher_minus_student_points": 15.0, "teacher_finished": 1.0,
+                      "teacher_prefers_own_answers": True, "passed": False}}
+    (models / "probe.json").write_text(json.dumps(probe))
+    assert cli(["aggregate", "--config", str(profile)]) == 0
+    gate = (tmp_path / "results" / "tables" / "gate.md").read_text()
+    assert "| greedy accuracy (%) | 70.0 | 55.0 | teacher ≥ student + 20 points | **no** |" in gate
+    assert "Gate: **failed**" in gate and "20.0% of the student's own tokens" in gate
+    assert json.loads((tmp_path / "results" / "audit" / "probe.json").read_text()) == probe

@@ -200,3 +200,26 @@ def test_aggregate_of_a_synthetic_sweep_writes_every_output(tmp_path):
     assert "(x2.5) |" in tuning and "+15.0 [+15.0, +15.0] | 3 |" in tuning, tuning
     claims_text = (out / "claims.md").read_text()
     assert "measured 10.0%" in claims_text and "## (c)" in claims_text
+
+
+def test_claim_column_decides_on_that_task_alone():
+    """eval.claim_column: the claims test one task (smol: the distilled one), not the average that
+    regression columns dilute."""
+    study = _study(+1)
+    for lv in study.levels:  # the average says the opposite of the task
+        for arm in lv.arms.values():
+            for s in arm.scores.values():
+                s["avg"] = 1.0 - s["tiny_math"]
+    assert {c.key: c.verdict for c in claims(study)}["a"] == "contradicted"
+    study.claim_column = "tiny_math"
+    cl = {c.key: c for c in claims(study)}
+    assert cl["a"].verdict == "supported" and "Math (syn.)" in cl["a"].tests[0].what
+
+
+def test_claim_column_must_be_avg_or_a_task(tmp_path):
+    from tropd.config import ConfigError
+
+    path = tmp_path / "p.yaml"
+    path.write_text("profile: p\neval: {tasks: [tiny_math], claim_column: gsm8k}\n")
+    with pytest.raises(ConfigError, match="eval.claim_column"):
+        load_config(path)

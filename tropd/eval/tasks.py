@@ -68,13 +68,14 @@ def _bench(rel: str) -> Callable[[RunConfig | None], Path]:
     return path
 
 
-def _tiny(rel: str) -> Callable[[RunConfig | None], Path]:
+def _prepared(rel: str) -> Callable[[RunConfig | None], Path]:
+    """A task whose data `tropd prepare` writes under the profile's paths.data (tiny_*, smol_*)."""
     def path(cfg: RunConfig | None) -> Path:
         if cfg is None:
-            raise UserError("tiny tasks read <paths.data> from a config: pass --config")
+            raise UserError("prepared tasks read <paths.data> from a config: pass --config")
         p = cfg.resolve(cfg.paths.data) / rel
         if not p.is_file():
-            raise UserError(f"tiny task data not found: {p} (profile '{cfg.profile}' is not prepared: run "
+            raise UserError(f"task data not found: {p} (profile '{cfg.profile}' is not prepared: run "
                             f"`tropd prepare --config {getattr(cfg, 'source', None) or '<profile yaml>'}`)")
         return p
     return path
@@ -186,10 +187,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _T("ifeval", "instruct", "ifeval", "prompt_strict", _bench("ifeval/input_data.jsonl"), _load_ifeval),
     _T("ifbench", "instruct", "ifbench", "prompt_strict", _bench("ifbench/IFBench_test.jsonl"), _load_ifeval),
     _T("mmlu", "general", "mmlu", "acc", _bench("mmlu/test.jsonl.gz"), _load_mmlu, subset="spread"),
-    _T("tiny_math", "math", "gsm8k", "acc", _tiny("math/test.jsonl"), _load_gsm8k),
-    _T("tiny_code", "code", "evalplus", "plus_pass@1", _tiny("code/test.jsonl"), _load_evalplus,
+    _T("tiny_math", "math", "gsm8k", "acc", _prepared("math/test.jsonl"), _load_gsm8k),
+    _T("tiny_code", "code", "evalplus", "plus_pass@1", _prepared("code/test.jsonl"), _load_evalplus,
        evalplus="humaneval"),
-    _T("tiny_instruct", "instruct", "ifeval", "prompt_strict", _tiny("instruct/test.jsonl"), _load_ifeval),
+    # The smol profile's distillation task (tropd/wordprob.py): GSM8K-format word problems, graded
+    # as GSM8K, asked with GSM8K's prompt.
+    _T("smol_wordprob", "math", "gsm8k", "acc", _prepared("wordprob/test.jsonl"), _load_gsm8k),
+    _T("smol_wordprob_dev", "math", "gsm8k", "acc", _prepared("wordprob/dev.jsonl"), _load_gsm8k),
+    _T("tiny_instruct", "instruct", "ifeval", "prompt_strict", _prepared("instruct/test.jsonl"), _load_ifeval),
 ]}
 
 

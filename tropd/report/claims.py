@@ -32,7 +32,8 @@ RULE = (
     "supported when all its tests are, contradicted when any is; a claim that either stress axis would "
     "show (c) is supported when one axis supports it and none contradicts it, contradicted in the "
     "mirror case, inconclusive when they disagree or say nothing. Scores are final greedy held-out "
-    "accuracies averaged over the profile's tasks (Avg), in points (%)."
+    "accuracies averaged over the profile's tasks (Avg), or the one task a profile names in "
+    "eval.claim_column (smol: the distilled task), in points (%)."
 )
 
 
@@ -128,45 +129,47 @@ def claims(study: Study) -> list[Claim]:
     scales = [s for s in study.lr_scales() if s != 1.0]
     hi = max(scales) if scales else None
     multi = len(study.levels) > 1
+    col = study.claim_column  # the score the claims test (eval.claim_column): Avg unless the profile says
+    lab = TASK_LABELS.get(col, "Avg")
 
-    a_tests = [Test("a", "TrOPD − OPD, Avg, pooled over levels, OPD-tuned lr", pooled(pairs(study, "tropd", "opd", "avg")), +1)]
+    a_tests = [Test("a", f"TrOPD − OPD, {lab}, pooled over levels, OPD-tuned lr", pooled(pairs(study, "tropd", "opd", col)), +1)]
     a_notes = [f"Clip Outlier − OPD (the bounded-reward control): "
-               f"{Test('', '', pooled(pairs(study, 'clip_outlier', 'opd', 'avg')), +1).text()}."]
+               f"{Test('', '', pooled(pairs(study, 'clip_outlier', 'opd', col)), +1).text()}."]
     if multi:
         for lv in study.levels:
-            d = {k: v for k, v in pairs(study, "tropd", "opd", "avg").items() if k[0] == lv.name}
+            d = {k: v for k, v in pairs(study, "tropd", "opd", col).items() if k[0] == lv.name}
             a_notes.append(f"Level {lv.name}: TrOPD − OPD {Test('', '', pooled(d), +1).text()}.")
     if hi is not None:
-        a_notes.append(f"At {hi:g}x the lr: TrOPD − OPD {Test('', '', pooled(pairs(study, 'tropd', 'opd', 'avg', hi)), +1).text()}.")
+        a_notes.append(f"At {hi:g}x the lr: TrOPD − OPD {Test('', '', pooled(pairs(study, 'tropd', 'opd', col, hi)), +1).text()}.")
 
     b_tests = [
-        Test("b1", "top-k FKL − untrained student, Avg (collapse: below where it started)",
-             pooled(pairs(study, "topk_fkl", "student", "avg")), -1),
-        Test("b2", "FKL Outlier − top-k FKL, Avg (top-k FKL on outliers only works better)",
-             pooled(pairs(study, "fkl_outlier", "topk_fkl", "avg")), +1),
+        Test("b1", f"top-k FKL − untrained student, {lab} (collapse: below where it started)",
+             pooled(pairs(study, "topk_fkl", "student", col)), -1),
+        Test("b2", f"FKL Outlier − top-k FKL, {lab} (top-k FKL on outliers only works better)",
+             pooled(pairs(study, "fkl_outlier", "topk_fkl", col)), +1),
     ]
-    b_notes = [f"top-k FKL − OPD: {Test('', '', pooled(pairs(study, 'topk_fkl', 'opd', 'avg')), +1).text()}.",
+    b_notes = [f"top-k FKL − OPD: {Test('', '', pooled(pairs(study, 'topk_fkl', 'opd', col)), +1).text()}.",
                f"TrOPD (FKL on outliers, with guidance) − top-k FKL: "
-               f"{Test('', '', pooled(pairs(study, 'tropd', 'topk_fkl', 'avg')), +1).text()}."]
+               f"{Test('', '', pooled(pairs(study, 'tropd', 'topk_fkl', col)), +1).text()}."]
 
     c_tests: list[Test] = []
     c_notes: list[str] = []
     if multi:
-        c_tests.append(Test("c1", "slope of (TrOPD − OPD, Avg) against the measured mismatch, OPD-tuned lr",
-                            slope_vs_mismatch(study, pairs(study, "tropd", "opd", "avg")), +1, "pt/unit"))
+        c_tests.append(Test("c1", f"slope of (TrOPD − OPD, {lab}) against the measured mismatch, OPD-tuned lr",
+                            slope_vs_mismatch(study, pairs(study, "tropd", "opd", col)), +1, "pt/unit"))
         c_notes.append("OPD's own gain over the untrained student against the measured mismatch (slope): "
-                       f"{Test('', '', slope_vs_mismatch(study, pairs(study, 'opd', 'student', 'avg')), +1, 'pt/unit').text()}.")
+                       f"{Test('', '', slope_vs_mismatch(study, pairs(study, 'opd', 'student', col)), +1, 'pt/unit').text()}.")
         c_notes.append("Clip Outlier − OPD against the measured mismatch (slope): "
-                       f"{Test('', '', slope_vs_mismatch(study, pairs(study, 'clip_outlier', 'opd', 'avg')), +1, 'pt/unit').text()}.")
+                       f"{Test('', '', slope_vs_mismatch(study, pairs(study, 'clip_outlier', 'opd', col)), +1, 'pt/unit').text()}.")
     if hi is not None:
-        c_tests.append(Test("c2", f"(TrOPD − OPD at {hi:g}x lr) − (TrOPD − OPD at the OPD-tuned lr), Avg, pooled",
-                            pooled(did(study, "tropd", "opd", "avg", hi)), +1))
+        c_tests.append(Test("c2", f"(TrOPD − OPD at {hi:g}x lr) − (TrOPD − OPD at the OPD-tuned lr), {lab}, pooled",
+                            pooled(did(study, "tropd", "opd", col, hi)), +1))
         c_notes.append(f"OPD at {hi:g}x − OPD at the tuned lr: "
-                       f"{Test('', '', pooled(pairs(study, 'opd', 'opd', 'avg', hi, 1.0)), +1).text()}; TrOPD: "
-                       f"{Test('', '', pooled(pairs(study, 'tropd', 'tropd', 'avg', hi, 1.0)), +1).text()}; Clip Outlier: "
-                       f"{Test('', '', pooled(pairs(study, 'clip_outlier', 'clip_outlier', 'avg', hi, 1.0)), +1).text()}.")
+                       f"{Test('', '', pooled(pairs(study, 'opd', 'opd', col, hi, 1.0)), +1).text()}; TrOPD: "
+                       f"{Test('', '', pooled(pairs(study, 'tropd', 'tropd', col, hi, 1.0)), +1).text()}; Clip Outlier: "
+                       f"{Test('', '', pooled(pairs(study, 'clip_outlier', 'clip_outlier', col, hi, 1.0)), +1).text()}.")
         c_notes.append(f"Clip Outlier in place of TrOPD in c2: "
-                       f"{Test('', '', pooled(did(study, 'clip_outlier', 'opd', 'avg', hi)), +1).text()}.")
+                       f"{Test('', '', pooled(did(study, 'clip_outlier', 'opd', col, hi)), +1).text()}.")
     if not c_tests:
         c_notes.append("Not tested by this profile: one mismatch level and one learning rate "
                        "(the `sweep` profile tests it).")
@@ -234,7 +237,7 @@ def vs_opd_frame(study: Study) -> pd.DataFrame:
     if len(study.levels) > 1:
         groups.append(("pooled", study.levels))
     for gname, lvs in groups:
-        sub = Study(study.profile, study.tasks, study.seeds, lvs)
+        sub = Study(study.profile, study.tasks, study.seeds, lvs, study.claim_column)
         for method in study.methods():
             if method == "opd":
                 continue

@@ -53,6 +53,7 @@ class Study:
     tasks: list[str]
     seeds: list[int]
     levels: list[Level]
+    claim_column: str = "avg"  # the score the claims test: `avg` or one of `tasks` (eval.claim_column)
 
     @property
     def columns(self) -> list[str]:

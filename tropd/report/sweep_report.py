@@ -63,7 +63,7 @@ def load_study(cfg: RunConfig, out: Path) -> Study:
         levels.append(level_from_results(res, name, x, measured_mismatch(probe),
                                          [(a.name, a.method, a.lr_scale) for a in level_arms], cfg.train.steps))
         write_audit(res, out / "audit" / f"m{name}")
-    return Study(cfg.profile, list(cfg.eval.tasks), list(cfg.workflow.seeds), levels)
+    return Study(cfg.profile, list(cfg.eval.tasks), list(cfg.workflow.seeds), levels, cfg.eval.claim_column)
 
 
 def per_seed_frame(study: Study) -> pd.DataFrame:
@@ -195,7 +195,7 @@ def readings_markdown(study: Study, cfg: RunConfig) -> str:
                          if k in params) or "default"
         cells = []
         ver = "–"
-        sub = Study(study.profile, study.tasks, study.seeds, [lv])
+        sub = Study(study.profile, study.tasks, study.seeds, [lv], study.claim_column)
         for c in ("avg", *study.tasks):
             e = pooled(pairs(sub, a.method, "fkl_outlier", c))
             if e is None:

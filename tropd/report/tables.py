@@ -30,6 +30,7 @@ METHOD_LABELS = {
 }
 TASK_LABELS = {
     "tiny_math": "Math (syn.)", "tiny_code": "Code (syn.)", "tiny_instruct": "Instruct (syn.)",
+    "smol_wordprob": "Word problems",
     "gsm8k": "GSM8K", "math500": "MATH-500", "aime24": "AIME24", "aime25": "AIME25", "humaneval": "HumanEval",
     "humanevalplus": "HumanEval+", "mbpp": "MBPP", "mbppplus": "MBPP+", "ifeval": "IFEval", "ifbench": "IFBench",
     "mmlu": "MMLU",
