@@ -51,10 +51,16 @@ def test_gkd_losses_agree_after_scaling(chat_profile):
     assert got["rel_diff"] < 1e-5, got
 
 
-def test_markdown_states_the_ratios():
+def test_markdown_and_summary_keys_per_profile():
     side = {"median_step_s": 1.0, "tokens_per_s": 100.0, "peak_rss_mb": 500.0}
-    res = {"work": {"profile": "p.yaml", "overrides": [], "steps": 4, "threads": 2}, "repeats": 3,
-           "pairs": {"opd": {"trl": "DistillationTrainer", "median": {"tropd": side, "trl": {**side, "median_step_s": 2.0}},
-                             "step_ratio": 0.5, "mem_ratio": 1.0}}}
-    md = peers.markdown(res, {"cpu": "x", "cores": 2, "loadavg_start": 0.1}, None)
-    assert "| opd | DistillationTrainer | 1.000 | 2.000 | 0.50 |" in md
+
+    def res(profile):
+        return {"profile": profile, "work": {"profile": f"{profile}.yaml", "overrides": [], "steps": 4, "threads": 2},
+                "repeats": 3, "pairs": {"opd": {"trl": "DistillationTrainer", "median": {
+                    "tropd": side, "trl": {**side, "median_step_s": 2.0}}, "step_ratio": 0.5, "mem_ratio": 1.0}}}
+
+    md = peers.markdown([res("tiny"), res("smol")], {"cpu": "x", "cores": 2})
+    assert md.count("| opd | DistillationTrainer | 1.000 | 2.000 | 0.50 |") == 2
+    assert "## tiny" in md and "## smol" in md
+    assert peers.summary_keys(res("tiny")) == {"peer_opd_step_ratio": 0.5, "peer_opd_mem_ratio": 1.0}
+    assert peers.summary_keys(res("smol")) == {"peer_smol_opd_step_ratio": 0.5, "peer_smol_opd_mem_ratio": 1.0}

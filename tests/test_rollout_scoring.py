@@ -49,6 +49,18 @@ def test_decode_seeded_per_sequence(models):
     assert all(abs(x - y) < 1e-5 for x, y in zip(c[0][1], a[0][1]))
 
 
+def test_decode_in_inference_mode_samples_what_no_grad_does(models):
+    """decode runs under torch.inference_mode for speed: the same tokens and the same log-probs, bit
+    for bit, as the loop under no_grad (one model, and a two-model blend as TRB decodes it)."""
+    s, t = models
+    prompts, seeds = [[3, 4, 5], [6, 7], [8], [9, 10, 11, 12]], [11, 12, 13, 14]
+    with torch.no_grad():
+        ref = decode.__wrapped__([s], prompts, [8] * 4, seeds, {2}, 0)
+        ref2 = decode.__wrapped__([s, t], prompts, [8] * 4, seeds, {2}, 0, combine=lambda lps: lps[1])
+    assert decode([s], prompts, [8] * 4, seeds, {2}, 0) == ref
+    assert decode([s, t], prompts, [8] * 4, seeds, {2}, 0, combine=lambda lps: lps[1]) == ref2
+
+
 def test_decode_passes_the_kv_cache_under_the_name_the_model_takes(models):
     """transformers removes `past_key_values` from the forward in 5.40 in favour of `cache`: decode must
     not lean on the deprecated name (the log-prob test below checks that the cache is really used)."""

@@ -185,7 +185,8 @@ def backends_main(args) -> int:
 
 def peers_main(args) -> int:
     """tropd against TRL (tropd.benchlib.peers): OUT/peers.{md,json}, and the ratios into OUT/summary.json
-    (peer_<pair>_step_ratio, peer_<pair>_mem_ratio: tropd / TRL) beside what is there."""
+    (tropd.benchlib.peers.summary_keys) beside what is there. Results of other profiles already in
+    OUT/peers.json are kept beside the new one."""
     import importlib.util
 
     from tropd.benchlib import peers
@@ -200,18 +201,22 @@ def peers_main(args) -> int:
                         "--peer-steps, --peer-repeats and --threads must be >= 1")
     from tropd.config import load_config
 
-    load_config(args.profile, overrides=args.overrides)  # a bad profile is one line, before any run
+    profile = load_config(args.profile, overrides=args.overrides).profile  # a bad profile: one line, before any run
     out = Path(args.out)
     work = peers.Work(args.profile, steps=args.peer_steps, threads=args.threads, overrides=tuple(args.overrides))
     info = machine()
     _log(f"peers: {', '.join(pairs)} on {args.profile}, {work.steps} steps, {args.peer_repeats} runs a side")
     agreement = peers.gkd_loss_agreement(work) if "gkd" in pairs else None
     res = peers.run(work, pairs, args.peer_repeats, _log)
-    res.update(machine=info, gkd_loss_agreement=agreement, loadavg_end=loadavg())
-    atomic_write_json(out / "peers.json", res)
-    atomic_write_text(out / "peers.md", peers.markdown(res, info, agreement))
-    _merge_summary(out, {k: v for pair, p in res["pairs"].items() for k, v in (
-        (f"peer_{pair}_step_ratio", p["step_ratio"]), (f"peer_{pair}_mem_ratio", p["mem_ratio"]))})
+    res.update(profile=profile, gkd_loss_agreement=agreement, loadavg_start=info.get("loadavg_start"),
+               loadavg_end=loadavg())
+    path = out / "peers.json"
+    old = json.loads(path.read_text()) if path.is_file() else []
+    kept = [r for r in old if isinstance(r, dict) and r.get("profile") != profile] if isinstance(old, list) else []
+    results = [*kept, res]
+    atomic_write_json(path, results)
+    atomic_write_text(out / "peers.md", peers.markdown(results, info))
+    _merge_summary(out, peers.summary_keys(res))
     print((out / "peers.md").read_text())
     return 0
 

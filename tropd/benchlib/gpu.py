@@ -147,12 +147,14 @@ def params(shape: Qwen2Shape) -> dict:
     return {"blocks": L * per_layer + d, "embed": V * d, "head": V * d}
 
 
-def flops_per_token(shape: Qwen2Shape, ctx: float) -> float:
+def flops_per_token(shape: Qwen2Shape, ctx: float, head: bool = True) -> float:
     """Forward FLOPs of one token: 2 x (blocks + LM head) for the matrix products, plus causal attention's
     QK^T and AV, 2 x 2 x layers x width x `ctx` (the mean number of earlier positions it attends to).
+    head=False: a position whose logits are not computed (a prompt position: the rollout's prefill keeps
+    the last one only, scoring applies the head to response positions only).
     Model FLOPs (PaLM's convention): the recomputation of gradient checkpointing is not counted."""
     p = params(shape)
-    return 2 * (p["blocks"] + p["head"]) + 4 * shape.num_hidden_layers * shape.hidden_size * ctx
+    return 2 * (p["blocks"] + (p["head"] if head else 0)) + 4 * shape.num_hidden_layers * shape.hidden_size * ctx
 
 
 def matmul_probe(n: int, device: torch.device, repeats: int = 10) -> float:
@@ -422,7 +424,9 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
     steps after the first (all steps if one); `rows` sequences a step, prompts of `prompt_len` tokens.
 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
-    model's FLOPs); scoring and the student pass count every prompt and response position they run."""
+    model's FLOPs); its FLOPs add the student's prefill of every row's prompt, work a rollout cannot skip
+    (a guided rollout's teacher prefill is left out: the roofline runs OPD); scoring and the student pass
+    count every prompt and response position they run, the LM head at response positions only."""
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
     for name, key in (("rollout", "time_rollout"), ("teacher_score", "time_score"),
@@ -437,13 +441,14 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
                 tokens = written
                 ctx = prompt_len + resp / 2  # a decoded token attends to the prompt and half the response
                 fl = (student_written * flops_per_token(student, ctx)
-                      + (written - student_written) * flops_per_token(teacher, ctx))
+                      + (written - student_written) * flops_per_token(teacher, ctx)
+                      + rows * prompt_len * flops_per_token(student, prompt_len / 2, head=False))
             elif name == "teacher_score":
                 tokens = seq * rows
-                fl = tokens * flops_per_token(teacher, seq / 2)
+                fl = rows * _scored(teacher, prompt_len, resp)
             elif name == "student_fwd_bwd":
                 tokens = seq * rows
-                fl = 3 * tokens * flops_per_token(student, seq / 2)  # backward = 2 x forward
+                fl = 3 * rows * _scored(student, prompt_len, resp)  # backward = 2 x forward
             else:
                 tokens = 0.0
                 fl = 0.0
@@ -454,6 +459,13 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
         out[name] = {"s": secs, "tokens": tok, "tokens_per_s": tok / secs if tok else None,
                      "tflops": fl / secs / 1e12, "s_by_step": [m[key] for m in metrics]}
     return out
+
+
+def _scored(shape: Qwen2Shape, prompt_len: float, resp: float) -> float:
+    """Forward FLOPs of scoring one sequence: the blocks over every position, the LM head over the
+    response positions only (tropd.scoring applies it there)."""
+    seq = prompt_len + resp
+    return seq * flops_per_token(shape, seq / 2, head=False) + resp * 2 * params(shape)["head"]
 
 
 def render(r: dict) -> str:
