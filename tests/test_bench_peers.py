@@ -64,3 +64,7 @@ def test_markdown_and_summary_keys_per_profile():
     assert "## tiny" in md and "## smol" in md
     assert peers.summary_keys(res("tiny")) == {"peer_opd_step_ratio": 0.5, "peer_opd_mem_ratio": 1.0}
     assert peers.summary_keys(res("smol")) == {"peer_smol_opd_step_ratio": 0.5, "peer_smol_opd_mem_ratio": 1.0}
+    paired = res("tiny")
+    paired["pairs"]["opd"]["runs"] = {"tropd": [side, {**side, "median_step_s": 3.0}],
+                                      "trl": [{**side, "median_step_s": 2.0}, {**side, "median_step_s": 2.0}]}
+    assert "| 0.50 (0.50-1.50) |" in peers.markdown([paired], {"cpu": "x", "cores": 2})

@@ -1,7 +1,8 @@
 """`tropd bench --roofline`: how close each phase of a training step comes to what this CPU can do.
 
     tropd bench --roofline --out results/bench                       # the tiny profile, OPD, 6 steps
-    tropd bench --roofline --profile configs/smol.yaml --out results/bench/smol
+    tropd bench --roofline --profile configs/smol.yaml --roofline-steps 4 --threads 2 \
+        --out results/bench
 
 One process: a short `tropd train` run of the profile (its models, data and train.* settings; fp32,
 train.num_threads as given), then, in the same process at the same thread count and dtype, two
