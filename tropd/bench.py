@@ -201,7 +201,7 @@ def peers_main(args) -> int:
                         "--peer-steps, --peer-repeats and --threads must be >= 1")
     from tropd.config import load_config
 
-    profile = load_config(args.profile, overrides=args.overrides).profile  # a bad profile: one line, before any run
+    profile = load_config(args.profile, overrides=args.overrides).profile  # a bad profile: one line, first
     out = Path(args.out)
     work = peers.Work(args.profile, steps=args.peer_steps, threads=args.threads, overrides=tuple(args.overrides))
     info = machine()
@@ -210,11 +210,7 @@ def peers_main(args) -> int:
     res = peers.run(work, pairs, args.peer_repeats, _log)
     res.update(profile=profile, gkd_loss_agreement=agreement, loadavg_start=info.get("loadavg_start"),
                loadavg_end=loadavg())
-    path = out / "peers.json"
-    old = json.loads(path.read_text()) if path.is_file() else []
-    kept = [r for r in old if isinstance(r, dict) and r.get("profile") != profile] if isinstance(old, list) else []
-    results = [*kept, res]
-    atomic_write_json(path, results)
+    results = _beside_other_profiles(out / "peers.json", res)
     atomic_write_text(out / "peers.md", peers.markdown(results, info))
     _merge_summary(out, peers.summary_keys(res))
     print((out / "peers.md").read_text())
@@ -236,10 +232,7 @@ def roofline_main(args) -> int:
     info = machine()
     res = roofline.run(args.profile, args.roofline_steps, args.threads, args.overrides, log=_log)
     res["machine"] = info
-    path = out / "roofline.json"
-    kept = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["profile"] != res["profile"]]
-    results = [*kept, res]
-    atomic_write_json(path, results)
+    results = _beside_other_profiles(out / "roofline.json", res)
     full = [r for r in results if "machine_peak_tflops" in r]
     atomic_write_text(out / "roofline.md", roofline.markdown(full, info))
     roofline.plot(full, out / "roofline.png")
@@ -247,6 +240,16 @@ def roofline_main(args) -> int:
                          for k, v in res["phases"].items() if k != "optimizer"})
     print((out / "roofline.md").read_text())
     return 0
+
+
+def _beside_other_profiles(path: Path, res: dict) -> list[dict]:
+    """Writes `res` into the JSON list at `path` in place of the result of its profile, keeping the other
+    profiles' (a file of another shape is replaced); returns the new list."""
+    old = json.loads(path.read_text()) if path.is_file() else []
+    kept = [r for r in old if r.get("profile") != res["profile"]] if isinstance(old, list) else []
+    results = [*kept, res]
+    atomic_write_json(path, results)
+    return results
 
 
 def _merge_summary(out: Path, keys: dict) -> None:
