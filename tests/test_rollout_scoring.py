@@ -61,6 +61,53 @@ def test_decode_in_inference_mode_samples_what_no_grad_does(models):
     assert decode([s, t], prompts, [8] * 4, seeds, {2}, 0, combine=lambda lps: lps[1]) == ref2
 
 
+def _per_row_prefill(monkeypatch):
+    import tropd.rollout.hf as hf
+
+    monkeypatch.setattr(hf, "_distinct", lambda ps, device: (torch.arange(len(ps)), torch.arange(len(ps))))
+
+
+def test_decode_shares_a_prompts_prefill(models, monkeypatch):
+    """Rows with the same prompt (rollouts_per_prompt samples) prefill it once and copy its cache and
+    first logits: the same samples as one prefill per row, for one model and a two-model blend, with
+    prompts of unequal length (left padding) and a sample that stops at once. Log-probs within float
+    rounding: on a few rows a product of other shape can take another CPU kernel (the bitwise case at
+    a real profile's shapes is the next test)."""
+    from tropd.rollout.hf import _distinct
+
+    s, t = models
+    prompts = [[3, 4, 5]] * 3 + [[6, 7]] * 2 + [[9, 10, 11, 12]] * 3
+    seeds, max_new = list(range(21, 29)), [8, 8, 0, 8, 5, 8, 8, 8]
+    blend = dict(combine=lambda lps: (lps[0] + lps[1]) / 2)
+    assert [x.tolist() for x in _distinct(prompts, "cpu")] == [[0, 3, 5], [0, 0, 0, 1, 1, 2, 2, 2]]
+    shared = decode([s], prompts, max_new, seeds, {2}, 0), decode([s, t], prompts, max_new, seeds, {2}, 0, **blend)
+    _per_row_prefill(monkeypatch)
+    per_row = decode([s], prompts, max_new, seeds, {2}, 0), decode([s, t], prompts, max_new, seeds, {2}, 0, **blend)
+    for a, b in zip(shared, per_row):
+        assert [(x[0], x[2]) for x in a] == [(x[0], x[2]) for x in b]
+        assert max(abs(u - v) for x, y in zip(a, b) for u, v in zip(x[1], y[1])) < 1e-5
+    assert shared[0][2] == ([], [], False) and shared[0][0][0] != shared[0][1][0]  # each its own seed
+
+
+def test_decode_shares_the_prefill_bitwise_at_the_tiny_profiles_shapes(monkeypatch):
+    """At the shapes the tiny tables are made with (96 wide, 2 layers, 106 rows, 16 prompts of about
+    60 tokens x 4 samples, 1 thread), the shared prefill gives the per-row prefill's samples bit for bit:
+    what keeps the committed tiny results reproducible after the change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m = build_llama(106, 96, 2, heads=4, eos_token_id=2, pad_token_id=0, seed=3).eval()
+        g = torch.Generator().manual_seed(0)
+        prompts = [torch.randint(3, 106, (int(n),), generator=g).tolist()
+                   for n in torch.randint(50, 63, (16,), generator=g) for _ in range(4)]
+        seeds = list(range(64))
+        shared = decode([m], prompts, [6] * 64, seeds, {2}, 0)
+        _per_row_prefill(monkeypatch)
+        assert decode([m], prompts, [6] * 64, seeds, {2}, 0) == shared
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_decode_passes_the_kv_cache_under_the_name_the_model_takes(models):
     """transformers removes `past_key_values` from the forward in 5.40 in favour of `cache`: decode must
     not lean on the deprecated name (the log-prob test below checks that the cache is really used)."""

@@ -10,6 +10,13 @@ The loop runs under `torch.inference_mode` rather than `no_grad`: no tensor of i
 are Python lists), and skipping autograd's version counters and view tracking makes the per-token
 dispatch of a small model cheaper (7% of the tiny student's rollout, paired in one process; the
 tokens and log-probs are bitwise the same: tests/test_rollout_scoring.py).
+
+Rows that share a prompt (the rollouts_per_prompt samples of one) share its prefill: the prompt runs
+through the model once and its KV-cache rows and next-token logits are copied to each sample, as a
+prefix cache would. At the tiny profile's shapes the samples are bitwise those of a prefill per row
+(tested), so its committed runs repeat; a product over a handful of rows can take another CPU kernel
+and differ in the last bit, as a change in the batch's make-up already can. The tiny student's
+rollout (16 prompts x 4 samples, 62-token prompts) takes a fifth to a quarter less time.
 """
 from __future__ import annotations
 
@@ -88,13 +95,19 @@ def decode(
     out_tok = [[] for _ in range(N)]
     out_lp = [[] for _ in range(N)]
     done = limit <= 0
-    step_ids, step_pos = ids, pos
     eos_t = torch.tensor(sorted(eos_ids), device=device)
+    # The prefill runs once per distinct prompt (a method's rollouts_per_prompt samples share one);
+    # its KV-cache rows and first logits are then copied to every row that has that prompt.
+    first, row_of = _distinct(prompts, device)
+    step_ids, step_att, step_pos = ids[first], att[first], pos[first]
     for t in range(int(limit.max().item()) if N else 0):
         logps = []
         for m, md, cache, kw in zip(models, devices, caches, cache_kws):  # a teacher may sit elsewhere
-            logits = m(input_ids=step_ids.to(md), attention_mask=att.to(md), position_ids=step_pos.to(md),
+            logits = m(input_ids=step_ids.to(md), attention_mask=step_att.to(md), position_ids=step_pos.to(md),
                        use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1, :vocab].float()
+            if t == 0:
+                logits = logits[row_of.to(md)]
+                cache.batch_select_indices(row_of.to(md))
             logps.append(logits.log_softmax(-1).to(device))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:
@@ -115,9 +128,21 @@ def decode(
         if bool(done.all()):
             break
         step_ids = tok[:, None]
-        att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
-        step_pos = step_pos[:, -1:] + 1
+        att = step_att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
+        step_pos = pos[:, -1:] + t + 1
     return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(N)]
+
+
+def _distinct(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the first row of each distinct prompt, each row's distinct prompt), long tensors."""
+    index: dict[tuple[int, ...], int] = {}
+    first, row_of = [], []
+    for i, p in enumerate(prompts):
+        k = index.setdefault(tuple(p), len(index))
+        if k == len(first):
+            first.append(i)
+        row_of.append(k)
+    return torch.tensor(first, device=device), torch.tensor(row_of, device=device)
 
 
 def _cache_kw(model: torch.nn.Module) -> str:
