@@ -415,17 +415,21 @@ def _train(shape: GPUBenchShape, device: torch.device, work: Path, res: dict, pr
     text = format_prompt(tok, " ".join(["w0"] * shape.prompt_words))
     prompt_len = len(tok(text, add_special_tokens=False)["input_ids"])
     rows = shape.overrides["train.prompts_per_step"] * shape.overrides["train.rollouts_per_prompt"]
-    res["phases"] = phases(metrics, shape.student, shape.teacher, rows, prompt_len)
+    res["phases"] = phases(metrics, shape.student, shape.teacher, rows, prompt_len,
+                           shape.overrides["train.prompts_per_step"])
     res["prompt_len"] = prompt_len
 
 
-def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: int, prompt_len: float) -> dict:
+def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: int, prompt_len: float,
+           prompts: int) -> dict:
     """Per-phase seconds, tokens/s and TFLOP/s of a `tropd train` run's metrics lines, medians over the
-    steps after the first (all steps if one); `rows` sequences a step, prompts of `prompt_len` tokens.
+    steps after the first (all steps if one); `rows` sequences a step from `prompts` distinct prompts of
+    `prompt_len` tokens.
 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
-    model's FLOPs); its FLOPs add the student's prefill of every row's prompt, work a rollout cannot skip
-    (a guided rollout's teacher prefill is left out: the roofline runs OPD); scoring and the student pass
+    model's FLOPs); its FLOPs add the student's prefill of each distinct prompt, once (tropd.rollout.hf
+    shares it among the prompt's samples; a guided rollout's teacher prefill is left out: the roofline
+    runs OPD); scoring and the student pass
     count every prompt and response position they run, the LM head at response positions only."""
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
@@ -442,7 +446,7 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
                 ctx = prompt_len + resp / 2  # a decoded token attends to the prompt and half the response
                 fl = (student_written * flops_per_token(student, ctx)
                       + (written - student_written) * flops_per_token(teacher, ctx)
-                      + rows * prompt_len * flops_per_token(student, prompt_len / 2, head=False))
+                      + prompts * prompt_len * flops_per_token(student, prompt_len / 2, head=False))
             elif name == "teacher_score":
                 tokens = seq * rows
                 fl = rows * _scored(teacher, prompt_len, resp)

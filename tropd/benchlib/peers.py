@@ -10,7 +10,9 @@ prompts in the same order (tropd's own seeded prompt order, `PromptSet.indices`,
 unshuffled dataset with each prompt repeated once per rollout), train.prompts_per_step x
 train.rollouts_per_prompt sequences a step in one micro-batch, the same maximum new tokens,
 temperature 1, AdamW with the same learning rate, betas, weight decay and gradient clip, a constant
-schedule, fp32, the same thread count, for `steps` steps.
+schedule, fp32, the same thread count, for `steps` steps. One difference in how, not what: tropd's
+rollout prefills each prompt once for its rollouts_per_prompt samples (tropd.rollout.hf), while TRL's
+`generate` prefills each repeated row; the samples are drawn from the same distributions either way.
 
 Pairs (which TRL objective is closest):
 - tropd `opd` vs `trl.DistillationTrainer(beta=1.0)`: both train on the student's own samples toward
