@@ -429,8 +429,8 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
     model's FLOPs); its FLOPs add the student's prefill of each distinct prompt, once (tropd.rollout.hf
     shares it among the prompt's samples; a guided rollout's teacher prefill is left out: the roofline
-    runs OPD); scoring and the student pass
-    count every prompt and response position they run, the LM head at response positions only."""
+    runs OPD); scoring and the student pass count every prompt and response position they run, the LM
+    head at response positions only."""
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
     for name, key in (("rollout", "time_rollout"), ("teacher_score", "time_score"),

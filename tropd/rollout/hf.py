@@ -107,8 +107,9 @@ def decode(
             logits = m(input_ids=step_ids.to(md), attention_mask=step_att.to(md), position_ids=step_pos.to(md),
                        use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1, :vocab].float()
             if t == 0:
-                logits = logits[row_of.to(md)]
-                cache.batch_select_indices(row_of.to(md))
+                rows = row_of.to(md)
+                logits = logits[rows]
+                cache.batch_select_indices(rows)
             logps.append(logits.log_softmax(-1).to(device))
         lp = combine(logps) if combine else logps[0]
         if temperature == 0:
