@@ -64,7 +64,7 @@ def test_decode_in_inference_mode_samples_what_no_grad_does(models):
 def _per_row_prefill(monkeypatch):
     import tropd.rollout.hf as hf
 
-    monkeypatch.setattr(hf, "_distinct", lambda ps, device: (torch.arange(len(ps)), torch.arange(len(ps))))
+    monkeypatch.setattr(hf, "distinct", lambda ps, device: (torch.arange(len(ps)), torch.arange(len(ps))))
 
 
 def test_decode_shares_a_prompts_prefill(models, monkeypatch):
@@ -73,13 +73,13 @@ def test_decode_shares_a_prompts_prefill(models, monkeypatch):
     prompts of unequal length (left padding) and a sample that stops at once. Log-probs within float
     rounding: on a few rows a product of other shape can take another CPU kernel (the bitwise case at
     a real profile's shapes is the next test)."""
-    from tropd.rollout.hf import _distinct
+    from tropd.rollout.batch import distinct
 
     s, t = models
     prompts = [[3, 4, 5]] * 3 + [[6, 7]] * 2 + [[9, 10, 11, 12]] * 3
     seeds, max_new = list(range(21, 29)), [8, 8, 0, 8, 5, 8, 8, 8]
     blend = dict(combine=lambda lps: (lps[0] + lps[1]) / 2)
-    assert [x.tolist() for x in _distinct(prompts, "cpu")] == [[0, 3, 5], [0, 0, 0, 1, 1, 2, 2, 2]]
+    assert [x.tolist() for x in distinct(prompts, "cpu")] == [[0, 3, 5], [0, 0, 0, 1, 1, 2, 2, 2]]
     shared = decode([s], prompts, max_new, seeds, {2}, 0), decode([s, t], prompts, max_new, seeds, {2}, 0, **blend)
     _per_row_prefill(monkeypatch)
     per_row = decode([s], prompts, max_new, seeds, {2}, 0), decode([s, t], prompts, max_new, seeds, {2}, 0, **blend)
@@ -228,6 +228,36 @@ def test_chunked_student_forward_matches_naive(models):
     assert torch.allclose(out["logp_BT"], tok, atol=1e-5)
     assert torch.allclose(out["student_topk_logp_BTK"], top, atol=1e-5)
     assert all(torch.allclose(a, c, atol=1e-5, rtol=1e-4) for a, c in zip(g_chunk, g_naive))
+
+
+@pytest.mark.parametrize("max_new", [1, 9])
+def test_scoring_shares_a_prompts_forward(models, monkeypatch, max_new):
+    """Rows with the same prompt run it once in teacher scoring and the student forward (the prompt's
+    KV cache copied to each row, the responses on top): every scored quantity and the student's
+    gradients equal those of one pass over every row, to float rounding; also with one-token
+    responses (no second pass) and with prompts of unequal length."""
+    from tropd.rollout.batch import RolloutBatch
+
+    s, t = models
+    b = collect(Student(), FakeBackend(V, {2}, 0, low=3), [[3, 4, 5], [6, 7], [9, 9, 9, 9]], [[1]] * 3, 3,
+                step=0, total_steps=1, seed=0, max_new_tokens=max_new, temperature=1.0, top_p=1.0, pad_id=0)
+    assert [x.tolist() for x in b.prompt_groups()] == [[0, 3, 6], [0, 0, 0, 1, 1, 1, 2, 2, 2]]
+    w = torch.randn(b.response_mask_BT.shape, generator=torch.Generator().manual_seed(4))
+
+    def run():
+        sc = teacher_score(t, b, topk=5, chunk=2)
+        s.zero_grad()
+        out = student_forward(s, b, sc["teacher_topk_ids_BTK"], chunk=2)
+        ((out["logp_BT"] * w).sum() + out["student_topk_logp_BTK"].sum()).backward()
+        return {**sc, **out}, [p.grad.clone() for p in s.parameters()]
+
+    shared, g_shared = run()
+    monkeypatch.setattr(RolloutBatch, "prompt_groups", lambda self: (torch.arange(self.size),) * 2)
+    one, g_one = run()
+    assert torch.equal(shared["teacher_topk_ids_BTK"], one["teacher_topk_ids_BTK"])
+    for key in one:
+        assert torch.allclose(shared[key].float(), one[key].float(), atol=1e-5), key
+    assert all(torch.allclose(a, c, atol=1e-5, rtol=1e-4) for a, c in zip(g_shared, g_one))
 
 
 def test_sampler_matches_distribution_and_is_batch_independent():

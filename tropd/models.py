@@ -5,6 +5,7 @@ the tokenizer's chat template, so teacher and student must share it (`tropd pref
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from pathlib import Path
@@ -106,6 +107,13 @@ def load_model(spec: ModelSpec, role: str = "model", trainable: bool = False, de
     if not trainable:
         model.requires_grad_(False)
     return model
+
+
+def cache_kw(model: torch.nn.Module) -> str:
+    """The forward's KV-cache argument: recent transformers (5.24 here) call it `cache` and remove the
+    older `past_key_values` in 5.40; the project supports transformers from 4.51, which knows only that."""
+    lm = model.lm if hasattr(model, "gathered") else model  # tropd.infra.fsdp.Root passes keywords to its LM
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 def output_rows(model) -> int:

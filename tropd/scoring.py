@@ -1,7 +1,7 @@
 """Teacher scoring and the student forward, in chunks along the sequence.
 
-Both run the transformer backbone once over the whole batch and then apply the LM head chunk by
-chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
+Both run the transformer backbone over the batch, each distinct prompt once (its samples share it:
+_hidden_and_head), and then apply the LM head chunk by chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
 log-probs at the teacher's top-k ids, and the entropy. A (B, T, V) tensor exists only for methods
 that declare `full_logits` (GKD). For the student each chunk runs under activation checkpointing,
 so its (B, chunk, V) logits are freed after the forward and recomputed in backward: peak memory
@@ -16,19 +16,45 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tropd.models import cache_kw
 from tropd.rollout.batch import RolloutBatch
 
 
 def _hidden_and_head(model, batch: RolloutBatch):
-    """Final hidden states at the positions predicting response tokens, and the LM head. (B, T, D)"""
-    out = model.get_decoder()(
-        input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL,
-        position_ids=batch.position_ids_BL(), use_cache=False,
-    )
-    h_BLD = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    """Final hidden states at the positions predicting response tokens, and the LM head. (B, T, D)
+
+    Rows that share a prompt (a prompt's rollouts_per_prompt samples) share its forward, as the
+    rollout's prefill does (tropd.rollout.hf): each distinct prompt runs once, its KV-cache rows are
+    copied to every row that has it, and the responses run on that cache. The maths is that of one
+    pass over every row, since the causal mask keeps a prompt's states independent of what follows;
+    the floats are not bitwise those of one pass (other matrix shapes: log-probs move by about
+    1e-6). Gradients reach the one prompt forward through the copies (indexing's backward sums
+    them). A batch whose prompts are all distinct takes the one pass.
+    """
+    dec, head = model.get_decoder(), model.get_output_embeddings()
     P, T = batch.prompt_width, batch.response_width
-    head = model.get_output_embeddings()
-    return h_BLD[:, P - 1 : P - 1 + T], head
+    ids_BL, att_BL, pos_BL = batch.input_ids_BL, batch.attention_mask_BL, batch.position_ids_BL()
+    first, row_of = batch.prompt_groups()
+    if len(first) == batch.size:
+        out = dec(input_ids=ids_BL, attention_mask=att_BL, position_ids=pos_BL, use_cache=False)
+        return _last_hidden(out)[:, P - 1 : P - 1 + T], head
+    from transformers import DynamicCache
+
+    cache, kw = DynamicCache(), cache_kw(dec)
+    out = dec(input_ids=ids_BL[first, :P], attention_mask=att_BL[first, :P], position_ids=pos_BL[first, :P],
+              use_cache=True, **{kw: cache})
+    h_BTD = _last_hidden(out)[row_of, P - 1 :]  # predicts response token 0
+    if T > 1:
+        cache.batch_select_indices(row_of)
+        L = P + T - 1  # the last response token predicts nothing the loss uses
+        out = dec(input_ids=ids_BL[:, P:L], attention_mask=att_BL[:, :L], position_ids=pos_BL[:, P:L],
+                  use_cache=True, **{kw: cache})
+        h_BTD = torch.cat([h_BTD, _last_hidden(out)], 1)
+    return h_BTD, head
+
+
+def _last_hidden(out) -> torch.Tensor:
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def _head_weights(head, vocab: int | None):

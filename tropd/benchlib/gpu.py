@@ -429,8 +429,8 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
     model's FLOPs); its FLOPs add the student's prefill of each distinct prompt, once (tropd.rollout.hf
     shares it among the prompt's samples; a guided rollout's teacher prefill is left out: the roofline
-    runs OPD); scoring and the student pass count every prompt and response position they run, the LM
-    head at response positions only."""
+    runs OPD); scoring and the student pass count each distinct prompt's positions once (tropd.scoring
+    shares them too) and every row's response positions, the LM head at response positions only."""
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
     for name, key in (("rollout", "time_rollout"), ("teacher_score", "time_score"),
@@ -440,7 +440,6 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
             resp = m["response_len"]  # mean tokens per response, teacher prefix included
             written = resp * rows
             student_written = m["tokens_per_s"] * m["time_rollout"]
-            seq = prompt_len + resp
             if name == "rollout":
                 tokens = written
                 ctx = prompt_len + resp / 2  # a decoded token attends to the prompt and half the response
@@ -448,11 +447,11 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
                       + (written - student_written) * flops_per_token(teacher, ctx)
                       + prompts * prompt_len * flops_per_token(student, prompt_len / 2, head=False))
             elif name == "teacher_score":
-                tokens = seq * rows
-                fl = rows * _scored(teacher, prompt_len, resp)
+                tokens = prompts * prompt_len + rows * resp
+                fl = _scored(teacher, prompt_len, resp, rows, prompts)
             elif name == "student_fwd_bwd":
-                tokens = seq * rows
-                fl = 3 * rows * _scored(student, prompt_len, resp)  # backward = 2 x forward
+                tokens = prompts * prompt_len + rows * resp
+                fl = 3 * _scored(student, prompt_len, resp, rows, prompts)  # backward = 2 x forward
             else:
                 tokens = 0.0
                 fl = 0.0
@@ -465,11 +464,12 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
     return out
 
 
-def _scored(shape: Qwen2Shape, prompt_len: float, resp: float) -> float:
-    """Forward FLOPs of scoring one sequence: the blocks over every position, the LM head over the
-    response positions only (tropd.scoring applies it there)."""
-    seq = prompt_len + resp
-    return seq * flops_per_token(shape, seq / 2, head=False) + resp * 2 * params(shape)["head"]
+def _scored(shape: Qwen2Shape, prompt_len: float, resp: float, rows: int, prompts: int) -> float:
+    """Forward FLOPs of scoring `rows` sequences from `prompts` distinct prompts: the blocks over each
+    distinct prompt once and over every row's response (which attends to its prompt and half its
+    response), the LM head over the response positions only (tropd.scoring applies it there)."""
+    return (prompts * prompt_len * flops_per_token(shape, prompt_len / 2, head=False)
+            + rows * resp * (flops_per_token(shape, prompt_len + resp / 2, head=False) + 2 * params(shape)["head"]))
 
 
 def render(r: dict) -> str:

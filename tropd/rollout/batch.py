@@ -57,6 +57,13 @@ class RolloutBatch:
         sample_B = self.sample_index_B if self.sample_index_B is not None else torch.arange(self.size)
         return row_seeds(run_seed, step, self.prompt_index_B, sample_B, tag)
 
+    def prompt_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the first row of each distinct prompt, each row's distinct prompt): rows whose prompt
+        columns, ids and mask, are equal, as a prompt's rollouts_per_prompt samples are."""
+        P = self.prompt_width
+        keyed_BP = self.input_ids_BL[:, :P].masked_fill(self.attention_mask_BL[:, :P] == 0, -1)
+        return distinct(keyed_BP.tolist(), self.input_ids_BL.device)
+
     def position_ids_BL(self) -> torch.Tensor:
         return (self.attention_mask_BL.cumsum(-1) - 1).clamp_min(0)
 
@@ -78,6 +85,19 @@ class RolloutBatch:
             None if self.finished_B is None else self.finished_B.to(device),
             None if self.sample_index_B is None else self.sample_index_B.to(device),
         )
+
+
+def distinct(rows: list[list[int]], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the first index of each distinct row, each row's distinct row), long tensors: what lets the
+    rows that share a prompt share its forward (tropd.rollout.hf, tropd.scoring)."""
+    index: dict[tuple[int, ...], int] = {}
+    first, row_of = [], []
+    for i, r in enumerate(rows):
+        k = index.setdefault(tuple(r), len(index))
+        if k == len(first):
+            first.append(i)
+        row_of.append(k)
+    return torch.tensor(first, device=device), torch.tensor(row_of, device=device)
 
 
 def pack(completions: list[Completion], slots: list[tuple[int, int]], pad_id: int) -> RolloutBatch:

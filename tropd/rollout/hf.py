@@ -21,13 +21,14 @@ a seventh less inside a training run (README, Performance).
 """
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
 
 from tropd.infra.seeding import to_int64, uniform_rows
+from tropd.models import cache_kw
+from tropd.rollout.batch import distinct
 
 # combine(list of per-model log-probs (N, V)) -> log-probs to sample from (N, V)
 Combine = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -90,7 +91,7 @@ def decode(
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp_min(0)
     caches = [DynamicCache() for _ in models]
-    cache_kws = [_cache_kw(m) for m in models]
+    cache_kws = [cache_kw(m) for m in models]
     seeds_N = torch.tensor([to_int64(x) for x in seeds], dtype=torch.long, device=device)
     limit = torch.tensor(max_new, device=device)
     out_tok = [[] for _ in range(N)]
@@ -99,7 +100,7 @@ def decode(
     eos_t = torch.tensor(sorted(eos_ids), device=device)
     # The prefill runs once per distinct prompt (a method's rollouts_per_prompt samples share one);
     # its KV-cache rows and first logits are then copied to every row that has that prompt.
-    first, row_of = _distinct(prompts, device)
+    first, row_of = distinct(prompts, device)
     step_ids, step_att, step_pos = ids[first], att[first], pos[first]
     for t in range(int(limit.max().item()) if N else 0):
         logps = []
@@ -133,25 +134,6 @@ def decode(
         att = step_att = torch.cat([att, torch.ones((N, 1), dtype=att.dtype, device=device)], -1)
         step_pos = pos[:, -1:] + t + 1
     return [(out_tok[i], out_lp[i], bool(out_tok[i] and out_tok[i][-1] in eos_ids)) for i in range(N)]
-
-
-def _distinct(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the first row of each distinct prompt, each row's distinct prompt), long tensors."""
-    index: dict[tuple[int, ...], int] = {}
-    first, row_of = [], []
-    for i, p in enumerate(prompts):
-        k = index.setdefault(tuple(p), len(index))
-        if k == len(first):
-            first.append(i)
-        row_of.append(k)
-    return torch.tensor(first, device=device), torch.tensor(row_of, device=device)
-
-
-def _cache_kw(model: torch.nn.Module) -> str:
-    """The forward's KV-cache argument: recent transformers (5.24 here) call it `cache` and remove the
-    older `past_key_values` in 5.40; the project supports transformers from 4.51, which knows only that."""
-    lm = model.lm if hasattr(model, "gathered") else model  # tropd.infra.fsdp.Root passes keywords to its LM
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 class HFBackend:
