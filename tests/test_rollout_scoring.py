@@ -231,29 +231,25 @@ def test_chunked_student_forward_matches_naive(models):
 
 
 @pytest.mark.parametrize("max_new", [1, 9])
-def test_scoring_shares_a_prompts_forward(models, monkeypatch, max_new):
-    """Rows with the same prompt run it once in teacher scoring and the student forward (the prompt's
-    KV cache copied to each row, the responses on top): every scored quantity and the student's
-    gradients equal those of one pass over every row, to float rounding; also with one-token
-    responses (no second pass) and with prompts of unequal length."""
-    from tropd.rollout.batch import RolloutBatch
-
+def test_scoring_can_share_a_prompts_forward(models, max_new):
+    """train.share_prompts: rows with the same prompt run it once in teacher scoring and the student
+    forward (the prompt's KV cache copied to each row, the responses on top). Every scored quantity
+    and the student's gradients equal those of one pass over every row, to float rounding; also with
+    one-token responses (no second pass) and prompts of unequal length."""
     s, t = models
     b = collect(Student(), FakeBackend(V, {2}, 0, low=3), [[3, 4, 5], [6, 7], [9, 9, 9, 9]], [[1]] * 3, 3,
                 step=0, total_steps=1, seed=0, max_new_tokens=max_new, temperature=1.0, top_p=1.0, pad_id=0)
     assert [x.tolist() for x in b.prompt_groups()] == [[0, 3, 6], [0, 0, 0, 1, 1, 1, 2, 2, 2]]
     w = torch.randn(b.response_mask_BT.shape, generator=torch.Generator().manual_seed(4))
 
-    def run():
-        sc = teacher_score(t, b, topk=5, chunk=2)
+    def run(share):
+        sc = teacher_score(t, b, topk=5, chunk=2, share_prompts=share)
         s.zero_grad()
-        out = student_forward(s, b, sc["teacher_topk_ids_BTK"], chunk=2)
+        out = student_forward(s, b, sc["teacher_topk_ids_BTK"], chunk=2, share_prompts=share)
         ((out["logp_BT"] * w).sum() + out["student_topk_logp_BTK"].sum()).backward()
         return {**sc, **out}, [p.grad.clone() for p in s.parameters()]
 
-    shared, g_shared = run()
-    monkeypatch.setattr(RolloutBatch, "prompt_groups", lambda self: (torch.arange(self.size),) * 2)
-    one, g_one = run()
+    (shared, g_shared), (one, g_one) = run(True), run(False)
     assert torch.equal(shared["teacher_topk_ids_BTK"], one["teacher_topk_ids_BTK"])
     for key in one:
         assert torch.allclose(shared[key].float(), one[key].float(), atol=1e-5), key

@@ -278,6 +278,31 @@ def test_bf16_compute_keeps_fp32_weights_and_tracks_fp32(tiny_profile, reference
     assert (r16 - r32).abs().mean() < 0.25 * r32.abs().mean(), (r16, r32)
 
 
+def test_shared_prompt_scoring_trains_like_one_pass(tiny_profile, reference_run, tmp_path, monkeypatch):
+    """train.share_prompts reaches scoring and the student pass (both models, every micro-batch), and
+    step 0 (same weights, same rollout) has the one-pass run's loss, reverse KL and gradient norm to
+    float rounding (not bit for bit: from then on the two runs' samples drift apart)."""
+    import tropd.scoring
+    import tropd.train
+    from tropd.config import load_config
+
+    calls = []
+
+    def spy(model, batch, share_prompts=False):
+        calls.append(share_prompts)
+        return real(model, batch, share_prompts)
+
+    real = tropd.scoring._hidden_and_head
+    monkeypatch.setattr(tropd.scoring, "_hidden_and_head", spy)
+    cfg = load_config(tiny_profile, method="opd", overrides=["seed=1", "train.steps=1", "train.share_prompts=true"])
+    tropd.train.train(cfg, tmp_path / "shared", log=lambda m: None)
+    assert calls == [True] * 4  # teacher and student, two micro-batches of 4 rows
+    first = [json.loads((run / "metrics.jsonl").read_text().splitlines()[0]) for run in (tmp_path / "shared",
+                                                                                         reference_run)]
+    for key in ("loss", "rkl", "grad_norm"):
+        assert abs(first[0][key] - first[1][key]) < 1e-4 * max(1.0, abs(first[1][key])), key
+
+
 def test_truncated_mask_drops_cut_responses_from_the_loss(tiny_profile, tmp_path):
     """train.truncated=mask: a step whose responses all ran into max_new_tokens has zero loss and no
     gradient, though its reverse KL is still logged; `keep` trains on the same responses."""

@@ -117,6 +117,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     micro_batch: int = 64  # sequences per forward/backward; gradients accumulate over the step
     chunk_size: int = 256  # sequence chunk of the student forward (memory grows with chunk*V)
+    # Teacher scoring and the student pass run each distinct prompt once for its rollouts_per_prompt
+    # samples (tropd.scoring). The same maths, other floats: log-probs move by about 1e-6, and over a
+    # run the sampled tokens drift apart. Off by default, so that the committed tiny, sweep and smol
+    # tables repeat bit for bit; on, the tiny step's scoring and student pass take about half the time.
+    share_prompts: bool = False
     topk: int = 64  # teacher top-k kept per position (clipped to the vocabulary size)
     loss_norm: Literal["token", "sequence"] = "token"  # token-mean over the step, or per-sequence mean
     # A response cut by max_new_tokens (no EOS). `keep`: trained on like any other. `mask`: left out

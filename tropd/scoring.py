@@ -1,7 +1,7 @@
 """Teacher scoring and the student forward, in chunks along the sequence.
 
-Both run the transformer backbone over the batch, each distinct prompt once (its samples share it:
-_hidden_and_head), and then apply the LM head chunk by chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
+Both run the transformer backbone once over the whole batch (or each distinct prompt once, with
+train.share_prompts: _hidden_and_head) and then apply the LM head chunk by chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
 log-probs at the teacher's top-k ids, and the entropy. A (B, T, V) tensor exists only for methods
 that declare `full_logits` (GKD). For the student each chunk runs under activation checkpointing,
 so its (B, chunk, V) logits are freed after the forward and recomputed in backward: peak memory
@@ -20,22 +20,23 @@ from tropd.models import cache_kw
 from tropd.rollout.batch import RolloutBatch
 
 
-def _hidden_and_head(model, batch: RolloutBatch):
+def _hidden_and_head(model, batch: RolloutBatch, share_prompts: bool = False):
     """Final hidden states at the positions predicting response tokens, and the LM head. (B, T, D)
 
-    Rows that share a prompt (a prompt's rollouts_per_prompt samples) share its forward, as the
-    rollout's prefill does (tropd.rollout.hf): each distinct prompt runs once, its KV-cache rows are
-    copied to every row that has it, and the responses run on that cache. The maths is that of one
-    pass over every row, since the causal mask keeps a prompt's states independent of what follows;
-    the floats are not bitwise those of one pass (other matrix shapes: log-probs move by about
-    1e-6). Gradients reach the one prompt forward through the copies (indexing's backward sums
-    them). A batch whose prompts are all distinct takes the one pass.
+    One pass over every row, or, with `share_prompts` (train.share_prompts), rows that share a
+    prompt (a prompt's rollouts_per_prompt samples) share its forward, as the rollout's prefill does
+    (tropd.rollout.hf): each distinct prompt runs once, its KV-cache rows are copied to every row
+    that has it, and the responses run on that cache. The maths is that of one pass, since the
+    causal mask keeps a prompt's states independent of what follows; the floats are not: splitting
+    a sequence at a KV cache alone, shared or not, moves the hidden states by about 1e-6 (attention
+    and products of other shapes round differently), so no sharing keeps the one pass's bits.
+    Gradients reach the one prompt forward through the copies (indexing's backward sums them).
     """
     dec, head = model.get_decoder(), model.get_output_embeddings()
     P, T = batch.prompt_width, batch.response_width
     ids_BL, att_BL, pos_BL = batch.input_ids_BL, batch.attention_mask_BL, batch.position_ids_BL()
-    first, row_of = batch.prompt_groups()
-    if len(first) == batch.size:
+    first, row_of = batch.prompt_groups() if share_prompts else (None, None)
+    if first is None or len(first) == batch.size:
         out = dec(input_ids=ids_BL, attention_mask=att_BL, position_ids=pos_BL, use_cache=False)
         return _last_hidden(out)[:, P - 1 : P - 1 + T], head
     from transformers import DynamicCache
@@ -88,7 +89,7 @@ def _targets(batch: RolloutBatch) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logits: bool = False,
-                  vocab: int | None = None) -> dict:
+                  vocab: int | None = None, share_prompts: bool = False) -> dict:
     """Teacher log-prob of each sampled token, top-k (ids, log-probs), entropy; (B, T[, K]) each.
 
     A teacher on another device than the batch (`teacher.device: cuda:1`) gets the batch moved to
@@ -96,9 +97,9 @@ def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logi
     home = batch.input_ids_BL.device
     there = next(teacher.parameters()).device
     if there != home:
-        out = teacher_score(teacher, batch.to(there), topk, chunk, full_logits, vocab)
+        out = teacher_score(teacher, batch.to(there), topk, chunk, full_logits, vocab, share_prompts)
         return {k: v.to(home) for k, v in out.items()}
-    h_BTD, head = _hidden_and_head(teacher, batch)
+    h_BTD, head = _hidden_and_head(teacher, batch, share_prompts)
     tgt_BT = _targets(batch)
     weight_VD, bias_V = _head_weights(head, vocab)
     k = min(topk, weight_VD.shape[0])
@@ -125,9 +126,9 @@ def teacher_score(teacher, batch: RolloutBatch, topk: int, chunk: int, full_logi
 
 
 def student_forward(student, batch: RolloutBatch, topk_ids_BTK: torch.Tensor | None, chunk: int,
-                    full_logits: bool = False, vocab: int | None = None) -> dict:
+                    full_logits: bool = False, vocab: int | None = None, share_prompts: bool = False) -> dict:
     """Student log-probs (with grad) of sampled tokens and at the teacher's top-k ids; entropy."""
-    h_BTD, head = _hidden_and_head(student, batch)
+    h_BTD, head = _hidden_and_head(student, batch, share_prompts)
     tgt_BT = _targets(batch)
     weight_VD, bias_V = _head_weights(head, vocab)
     tok, topk, ent, full = [], [], [], []

@@ -161,14 +161,14 @@ def _micro_batches(run: Run, step: int, batch: RolloutBatch, loss_mask_all: torc
         ctx = StepContext(step, tc.steps, micro.row_seeds(run.cfg.seed, step), counts["n_loss_tok"],
                           counts["n_loss_teacher"])
         t0 = _clock(run.device)
-        scored = (teacher_score(run.teacher, micro, tc.topk, tc.chunk_size, full, run.vocab)
+        scored = (teacher_score(run.teacher, micro, tc.topk, tc.chunk_size, full, run.vocab, tc.share_prompts)
                   if method.scores.teacher else
                   {"teacher_logp_BT": torch.full_like(micro.behav_logp_BT, float("nan"))})
         t_score += _clock(run.device) - t0
         t0 = _clock(run.device)
         # bf16 for the student forward only, closed before backward and the step; the method
         # loss and the reduction run in fp32 (the forward returns fp32 log-probs).
-        args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, full, run.vocab)
+        args = (micro, scored.get("teacher_topk_ids_BTK"), tc.chunk_size, full, run.vocab, tc.share_prompts)
         with run.accelerator.autocast():
             stud = (student_forward(run.student, *args) if run.policy is run.student
                     else run.policy(*args, fn=student_forward))

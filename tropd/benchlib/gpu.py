@@ -416,12 +416,12 @@ def _train(shape: GPUBenchShape, device: torch.device, work: Path, res: dict, pr
     prompt_len = len(tok(text, add_special_tokens=False)["input_ids"])
     rows = shape.overrides["train.prompts_per_step"] * shape.overrides["train.rollouts_per_prompt"]
     res["phases"] = phases(metrics, shape.student, shape.teacher, rows, prompt_len,
-                           shape.overrides["train.prompts_per_step"])
+                           shape.overrides["train.prompts_per_step"], cfg.train.share_prompts)
     res["prompt_len"] = prompt_len
 
 
 def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: int, prompt_len: float,
-           prompts: int) -> dict:
+           prompts: int, share_prompts: bool = False) -> dict:
     """Per-phase seconds, tokens/s and TFLOP/s of a `tropd train` run's metrics lines, medians over the
     steps after the first (all steps if one); `rows` sequences a step from `prompts` distinct prompts of
     `prompt_len` tokens.
@@ -429,8 +429,9 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
     Tokens: a rollout counts the tokens written (teacher prefixes and student continuations, each at its
     model's FLOPs); its FLOPs add the student's prefill of each distinct prompt, once (tropd.rollout.hf
     shares it among the prompt's samples; a guided rollout's teacher prefill is left out: the roofline
-    runs OPD); scoring and the student pass count each distinct prompt's positions once (tropd.scoring
-    shares them too) and every row's response positions, the LM head at response positions only."""
+    runs OPD); scoring and the student pass count every row's prompt and response positions, a prompt
+    once with `share_prompts` (train.share_prompts), the LM head at response positions only."""
+    scored = prompts if share_prompts else rows  # prompt forwards in scoring and the student pass
     timed = metrics[1:] or metrics
     out: dict[str, dict] = {}
     for name, key in (("rollout", "time_rollout"), ("teacher_score", "time_score"),
@@ -447,11 +448,11 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
                       + (written - student_written) * flops_per_token(teacher, ctx)
                       + prompts * prompt_len * flops_per_token(student, prompt_len / 2, head=False))
             elif name == "teacher_score":
-                tokens = prompts * prompt_len + rows * resp
-                fl = _scored(teacher, prompt_len, resp, rows, prompts)
+                tokens = scored * prompt_len + rows * resp
+                fl = _scored(teacher, prompt_len, resp, rows, scored)
             elif name == "student_fwd_bwd":
-                tokens = prompts * prompt_len + rows * resp
-                fl = 3 * _scored(student, prompt_len, resp, rows, prompts)  # backward = 2 x forward
+                tokens = scored * prompt_len + rows * resp
+                fl = 3 * _scored(student, prompt_len, resp, rows, scored)  # backward = 2 x forward
             else:
                 tokens = 0.0
                 fl = 0.0
@@ -465,9 +466,10 @@ def phases(metrics: list[dict], student: Qwen2Shape, teacher: Qwen2Shape, rows: 
 
 
 def _scored(shape: Qwen2Shape, prompt_len: float, resp: float, rows: int, prompts: int) -> float:
-    """Forward FLOPs of scoring `rows` sequences from `prompts` distinct prompts: the blocks over each
-    distinct prompt once and over every row's response (which attends to its prompt and half its
-    response), the LM head over the response positions only (tropd.scoring applies it there)."""
+    """Forward FLOPs of scoring `rows` sequences whose prompts run `prompts` times: the blocks over the
+    prompts and over every row's response (which attends to its prompt and half its response), the
+    LM head over the response positions only (tropd.scoring applies it there). With prompts = rows
+    this is the one pass over every position."""
     return (prompts * prompt_len * flops_per_token(shape, prompt_len / 2, head=False)
             + rows * resp * (flops_per_token(shape, prompt_len + resp / 2, head=False) + 2 * params(shape)["head"]))
 

@@ -70,7 +70,7 @@ def run(profile: str, steps: int, threads: int, overrides: list[str], method: st
     prompt_len = statistics.mean(len(ps.prompt_tokens[i]) for i in used)
     student, teacher = shape_of(cfg.resolve(cfg.student.path)), shape_of(cfg.resolve(cfg.teacher.path))
     rows = tc.prompts_per_step * tc.rollouts_per_prompt
-    ph = phases(metrics, student, teacher, rows, prompt_len, tc.prompts_per_step)
+    ph = phases(metrics, student, teacher, rows, prompt_len, tc.prompts_per_step, tc.share_prompts)
     machine_peak = max(matmul_probe(n, torch.device("cpu"), repeats=5) for n in (512, 1024, 2048))
     seq = prompt_len + statistics.median(m["response_len"] for m in metrics)
     own_peak = own_shape_probe(int(rows * seq), student.hidden_size)
