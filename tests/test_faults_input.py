@@ -83,6 +83,7 @@ def test_out_of_range_values_are_refused(tiny_profile, tmp_path, key, value):
     ('vllm.engine_kwargs={"logprobs_mode":"raw_logprobs"}', "vllm.engine_kwargs: ['logprobs_mode'] are set by tropd"),
     ('vllm.engine_kwargs={"data_parallel_size":2}', "vllm.engine_kwargs: ['data_parallel_size'] are set by tropd"),
     ("method.name=trb train.backend=vllm", "train.backend: vllm cannot sample trb"),
+    ("train.share_prompts=true train.gradient_checkpointing=true", "train.share_prompts: not with"),
 ])
 def test_tags_methods_and_combinations(tiny_profile, override, expect):
     from tropd.catalog import bind

@@ -256,6 +256,20 @@ def test_scoring_can_share_a_prompts_forward(models, max_new):
     assert all(torch.allclose(a, c, atol=1e-5, rtol=1e-4) for a, c in zip(g_shared, g_one))
 
 
+def test_shared_prompts_refuse_a_model_that_drops_the_cache():
+    """Under gradient checkpointing transformers drops the KV cache: the shared path stops with an
+    error instead of scoring responses that never saw their prompt (the config check refuses the
+    combination first: tests/test_faults_input.py)."""
+    m = build_llama(V, 16, 1, heads=2, eos_token_id=2, pad_token_id=0, seed=5)
+    m.gradient_checkpointing_enable()
+    m.train()
+    b = collect(Student(), FakeBackend(V, {2}, 0, low=3), [[3, 4, 5]], [[1]], 2, step=0, total_steps=1, seed=0,
+                max_new_tokens=4, temperature=1.0, top_p=1.0, pad_id=0)
+    with pytest.raises(RuntimeError, match="kept 0 of the prompt's 3 positions"):
+        student_forward(m, b, None, chunk=2, share_prompts=True)
+    student_forward(m, b, None, chunk=2)  # one pass: fine
+
+
 def test_sampler_matches_distribution_and_is_batch_independent():
     from tropd.rollout.hf import sample_rows
 

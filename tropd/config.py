@@ -121,6 +121,7 @@ class TrainConfig:
     # samples (tropd.scoring). The same maths, other floats: log-probs move by about 1e-6, and over a
     # run the sampled tokens drift apart. Off by default, so that the committed tiny, sweep and smol
     # tables repeat bit for bit; on, the tiny step's scoring and student pass take about half the time.
+    # Not with gradient_checkpointing, under which transformers drops the KV cache.
     share_prompts: bool = False
     topk: int = 64  # teacher top-k kept per position (clipped to the vocabulary size)
     loss_norm: Literal["token", "sequence"] = "token"  # token-mean over the step, or per-sequence mean
@@ -392,6 +393,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{key}: must be in [0, 1), got {getattr(t, key)}")
     if t.divergence_rkl <= 0:
         raise ConfigError(f"train.divergence_rkl: must be > 0 (a reverse KL is >= 0), got {t.divergence_rkl}")
+    if t.share_prompts and t.gradient_checkpointing:
+        raise ConfigError("train.share_prompts: not with train.gradient_checkpointing (transformers drops the "
+                          "KV cache that a shared prompt's responses run on when it checkpoints a layer)")
     if cfg.student.dtype == "float16":
         raise ConfigError("student.dtype: float16 cannot be trained (AdamW on fp16 weights without loss "
                           "scaling underflows); keep float32 and set train.dtype: bfloat16")

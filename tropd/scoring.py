@@ -44,6 +44,9 @@ def _hidden_and_head(model, batch: RolloutBatch, share_prompts: bool = False):
     cache, kw = DynamicCache(), cache_kw(dec)
     out = dec(input_ids=ids_BL[first, :P], attention_mask=att_BL[first, :P], position_ids=pos_BL[first, :P],
               use_cache=True, **{kw: cache})
+    if cache.get_seq_length() != P:  # a model that drops the cache would score responses without prompts
+        raise RuntimeError(f"train.share_prompts: {type(dec).__name__} kept {cache.get_seq_length()} of the "
+                           f"prompt's {P} positions in its KV cache")
     h_BTD = _last_hidden(out)[row_of, P - 1 :]  # predicts response token 0
     if T > 1:
         cache.batch_select_indices(row_of)

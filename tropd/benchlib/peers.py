@@ -13,6 +13,8 @@ temperature 1, AdamW with the same learning rate, betas, weight decay and gradie
 schedule, fp32, the same thread count, for `steps` steps. One difference in how, not what: tropd's
 rollout prefills each prompt once for its rollouts_per_prompt samples (tropd.rollout.hf), while TRL's
 `generate` prefills each repeated row; the samples are drawn from the same distributions either way.
+With the override train.share_prompts=true tropd's scoring and student pass run each prompt once too
+(tropd.scoring); TRL's trainers run every row's whole sequence.
 
 Pairs (which TRL objective is closest):
 - tropd `opd` vs `trl.DistillationTrainer(beta=1.0)`: both train on the student's own samples toward
