@@ -1,8 +1,9 @@
 """Teacher scoring and the student forward, in chunks along the sequence.
 
 Both run the transformer backbone once over the whole batch (or each distinct prompt once, with
-train.share_prompts: _hidden_and_head) and then apply the LM head chunk by chunk over response positions, keeping only what the method needs: the sampled token's log-prob,
-log-probs at the teacher's top-k ids, and the entropy. A (B, T, V) tensor exists only for methods
+train.share_prompts: _hidden_and_head) and then apply the LM head chunk by chunk over response
+positions, keeping only what the method needs: the sampled token's log-prob, log-probs at the
+teacher's top-k ids, and the entropy. A (B, T, V) tensor exists only for methods
 that declare `full_logits` (GKD). For the student each chunk runs under activation checkpointing,
 so its (B, chunk, V) logits are freed after the forward and recomputed in backward: peak memory
 grows with B*T*K plus one chunk's B*chunk*V, not with B*T*V.
@@ -35,8 +36,9 @@ def _hidden_and_head(model, batch: RolloutBatch, share_prompts: bool = False):
     dec, head = model.get_decoder(), model.get_output_embeddings()
     P, T = batch.prompt_width, batch.response_width
     ids_BL, att_BL, pos_BL = batch.input_ids_BL, batch.attention_mask_BL, batch.position_ids_BL()
-    first, row_of = batch.prompt_groups() if share_prompts else (None, None)
-    if first is None or len(first) == batch.size:
+    if share_prompts:
+        first, row_of = batch.prompt_groups()
+    if not share_prompts or len(first) == batch.size:  # nothing to share: one pass
         out = dec(input_ids=ids_BL, attention_mask=att_BL, position_ids=pos_BL, use_cache=False)
         return _last_hidden(out)[:, P - 1 : P - 1 + T], head
     from transformers import DynamicCache
