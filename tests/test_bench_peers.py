@@ -42,6 +42,8 @@ def test_both_sides_train_the_same_prompts(chat_profile, pair):
     ours, theirs = peers.run_tropd(work, pair), peers.run_trl(work, pair)
     for res in (ours, theirs):
         assert len(res["step_s"]) == 2 and all(t > 0 for t in res["step_s"])
+        # generation is timed once a step, inside the step
+        assert len(res["gen_s"]) == 2 and all(0 < g < t for g, t in zip(res["gen_s"], res["step_s"]))
         assert len(res["tokens"]) == 2 and sum(res["tokens"]) > 0
 
 
@@ -64,6 +66,12 @@ def test_markdown_and_summary_keys_per_profile():
     assert "## tiny" in md and "## smol" in md
     assert peers.summary_keys(res("tiny")) == {"peer_opd_step_ratio": 0.5, "peer_opd_mem_ratio": 1.0}
     assert peers.summary_keys(res("smol")) == {"peer_smol_opd_step_ratio": 0.5, "peer_smol_opd_mem_ratio": 1.0}
+    assert "Where a step goes" not in md  # results measured before the split have none
+    split = res("tiny")
+    for s, gen in (("tropd", 0.25), ("trl", 0.5)):
+        m = split["pairs"]["opd"]["median"][s]
+        split["pairs"]["opd"]["median"][s] = {**m, "median_gen_s": gen, "median_rest_s": m["median_step_s"] - gen}
+    assert "| opd | 0.250 | 0.750 | 0.500 | 1.500 |" in peers.markdown([split], {"cpu": "x", "cores": 2})
     paired = res("tiny")
     paired["pairs"]["opd"]["runs"] = {"tropd": [side, {**side, "median_step_s": 3.0}],
                                       "trl": [{**side, "median_step_s": 2.0}, {**side, "median_step_s": 2.0}]}

@@ -34,7 +34,9 @@ of the process (models, optimizer, libraries: each run is a fresh interpreter, s
 shared). Runs alternate order (tropd, TRL, TRL, tropd, ...) so a drift in machine load falls on both.
 tropd's step time is the sum of its timed phases (rollout, scoring, forward/backward, optimizer,
 checkpoint; train.py), TRL's is `on_step_begin` to `on_step_end` of its Trainer. Neither includes
-set-up (model loading, dataset preparation).
+set-up (model loading, dataset preparation). Each step also splits into generation (tropd's rollout
+phase; TRL's generate call, timed by a subclass that overrides only to time it) and the rest, so a
+ratio can be traced to the part of the step that makes it.
 """
 from __future__ import annotations
 
@@ -106,7 +108,8 @@ def run_tropd(work: Work, pair: str) -> dict:
         lines = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [sum(v for k, v in m.items() if k.startswith("time_")) for m in lines]
     tokens = [m["tokens_per_s"] * m["time_rollout"] for m in lines]
-    return {"step_s": steps, "tokens": tokens, "loss0": lines[0]["loss"]}
+    return {"step_s": steps, "gen_s": [m["time_rollout"] for m in lines], "tokens": tokens,
+            "loss0": lines[0]["loss"]}
 
 
 def run_trl(work: Work, pair: str) -> dict:
@@ -132,13 +135,13 @@ def run_trl(work: Work, pair: str) -> dict:
     timer = _StepTimer(TrainerCallback)
     with tempfile.TemporaryDirectory(prefix="peer-trl-") as tmp:
         if pair == "opd":
-            from trl import DistillationConfig, DistillationTrainer
+            from trl import DistillationConfig
 
             args = DistillationConfig(output_dir=tmp, beta=1.0, max_completion_length=tc.max_new_tokens,
                                       shuffle_dataset=False, **common)
             ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in rows])
-            trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=ds,
-                                          processing_class=tok, callbacks=[timer.cb])
+            trainer = _timed_distillation()(model=student, teacher_model=teacher, args=args, train_dataset=ds,
+                                            processing_class=tok, callbacks=[timer.cb])
         else:
             from trl.experimental.gkd import GKDConfig
 
@@ -158,7 +161,7 @@ def run_trl(work: Work, pair: str) -> dict:
                   if "completions/mean_length" in h]
     else:
         tokens = trainer.generated
-    return {"step_s": timer.times, "tokens": tokens,
+    return {"step_s": timer.times, "gen_s": trainer.gen_s, "tokens": tokens,
             "loss0": next(h["loss"] for h in trainer.state.log_history if "loss" in h)}
 
 
@@ -179,17 +182,40 @@ class _StepTimer:
         self.cb = CB()
 
 
+def _timed_distillation():
+    """DistillationTrainer that times its generation (`_generate`: prompts to completion ids, once a step
+    inside `training_step`), so a step splits into generation and the rest as tropd's does."""
+    from trl import DistillationTrainer
+
+    class Timed(DistillationTrainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.gen_s: list[float] = []
+
+        def _generate(self, prompts):
+            t0 = time.perf_counter()
+            out = super()._generate(prompts)
+            self.gen_s.append(time.perf_counter() - t0)
+            return out
+
+    return Timed
+
+
 def _counting_gkd():
-    """GKDTrainer that counts the tokens it generates (it logs no completion lengths)."""
+    """GKDTrainer that counts the tokens it generates (it logs no completion lengths) and times the
+    generation, once a step inside `training_step`."""
     from trl.experimental.gkd import GKDTrainer
 
     class Counting(GKDTrainer):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.generated: list[int] = []
+            self.gen_s: list[float] = []
 
         def generate_on_policy_outputs(self, model, inputs, generation_config):  # a static method upstream
+            t0 = time.perf_counter()
             ids, mask, labels = GKDTrainer.generate_on_policy_outputs(model, inputs, generation_config)
+            self.gen_s.append(time.perf_counter() - t0)
             self.generated.append(int((labels != -100).sum()))  # completion tokens, prompt and padding masked
             return ids, mask, labels
 
@@ -260,6 +286,9 @@ def _one(side: str, pair: str, work: Work, log) -> dict:
     res["process_s"] = time.time() - t0
     after = res["step_s"][1:] or res["step_s"]
     res["median_step_s"] = statistics.median(after)
+    gen = res["gen_s"][1:] or res["gen_s"]
+    res["median_gen_s"] = statistics.median(gen)
+    res["median_rest_s"] = statistics.median(s - g for s, g in zip(after, gen))
     res["tokens_per_s"] = sum(res["tokens"][1:] or res["tokens"]) / max(sum(after), 1e-9)
     log(f"{pair} {side}: {res['median_step_s']:.3f} s/step, {res['tokens_per_s']:.0f} tok/s, "
         f"peak {res['peak_rss_mb']:.0f} MB")
@@ -274,8 +303,8 @@ def run(work: Work, pairs: list[str], repeats: int, log) -> dict:
         for r in range(repeats):
             for side in (("tropd", "trl") if r % 2 == 0 else ("trl", "tropd")):
                 runs[side].append(_one(side, pair, work, log))
-        med = {s: {k: statistics.median(x[k] for x in runs[s]) for k in ("median_step_s", "tokens_per_s",
-                                                                          "peak_rss_mb")} for s in runs}
+        med = {s: {k: statistics.median(x[k] for x in runs[s]) for k in (
+            "median_step_s", "median_gen_s", "median_rest_s", "tokens_per_s", "peak_rss_mb")} for s in runs}
         out["pairs"][pair] = {
             "tropd_method": PAIRS[pair]["method"], "tropd_params": PAIRS[pair]["params"], "trl": PAIRS[pair]["trl"],
             "runs": runs, "median": med,
@@ -324,6 +353,14 @@ def markdown(results: list[dict], machine: dict) -> str:
             lines.append(f"| {pair} | {p['trl']} | {a['median_step_s']:.3f} | {b['median_step_s']:.3f} | "
                          f"{p['step_ratio']:.2f}{_spread(p)} | {a['tokens_per_s']:.0f} | {b['tokens_per_s']:.0f} | "
                          f"{a['peak_rss_mb']:.0f} | {b['peak_rss_mb']:.0f} | {p['mem_ratio']:.2f} |")
+        split = {pair: p["median"] for pair, p in res["pairs"].items() if "median_gen_s" in p["median"]["tropd"]}
+        if split:
+            lines += ["", "Where a step goes (s/step, medians as above): generation is tropd's rollout and TRL's "
+                      "generate call; the rest is scoring, the student's forward and backward, the loss and the "
+                      "optimizer.", "", "| pair | tropd generation | tropd rest | TRL generation | TRL rest |",
+                      "|---|---:|---:|---:|---:|"]
+            lines += [f"| {pair} | {m['tropd']['median_gen_s']:.3f} | {m['tropd']['median_rest_s']:.3f} | "
+                      f"{m['trl']['median_gen_s']:.3f} | {m['trl']['median_rest_s']:.3f} |" for pair, m in split.items()]
         ag = res.get("gkd_loss_agreement")
         if ag:
             lines += ["", f"GKD loss at step 0 on one batch ({ag['tokens']} answer tokens, beta "
